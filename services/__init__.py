@@ -1,0 +1,1 @@
+"""avatar-serve stage logic: plain Python, no Ray import (the Ray shims live in `deployments/`)."""

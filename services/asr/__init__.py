@@ -1,0 +1,1 @@
+"""ASR stage: speech -> text with word timings."""

@@ -1,0 +1,1 @@
+"""Persona LLM stage: conversation -> streamed reply."""

@@ -1,0 +1,1 @@
+"""Render stage: speech + phoneme timings -> lip-synced video frames."""

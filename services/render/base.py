@@ -1,0 +1,37 @@
+"""The render interface: speech chunks in, timestamped frames out."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator
+
+from services.backend import Backend
+from services.types import AvatarLook, SpeechChunk, VideoFrame
+
+
+class RenderBackend(Backend):
+    """Lip-synced frame generation.
+
+    Rendering is a pure function of the turn timeline: a frame's look depends on the phonemes
+    that overlap it and on absolute time (blinks, idle head motion are seeded functions of time),
+    never on which replica rendered the previous chunk. So any replica can render any chunk, and
+    `render(chunk)` yields exactly the frames whose `pts_s = index / fps` lies in
+    `[chunk.start_s, chunk.end_s)`; consecutive chunks give a gap-free frame sequence.
+    """
+
+    @property
+    @abstractmethod
+    def fps(self) -> float:
+        """Frames per second of the output."""
+
+    @abstractmethod
+    def render(
+        self, speech: SpeechChunk, *, look: AvatarLook | None = None
+    ) -> Iterator[VideoFrame]:
+        """Yield the frames covering `speech` on the turn timeline."""
+
+    @abstractmethod
+    def render_idle(
+        self, start_s: float, end_s: float, *, look: AvatarLook | None = None
+    ) -> Iterator[VideoFrame]:
+        """Yield frames for `[start_s, end_s)` with a closed mouth (blinks and head motion go on)."""

@@ -1,0 +1,1 @@
+"""TTS stage: reply sentence -> speech with phoneme timings."""

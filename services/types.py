@@ -1,0 +1,124 @@
+"""Typed payloads that flow between the four stages.
+
+All are frozen dataclasses holding numpy arrays or plain values, so they pickle cheaply across
+Ray object references and can be turned into JSON by the router (`to_json` helpers live with the
+API, not here). Times are seconds on the *turn timeline*: 0 is where the avatar starts speaking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """Mono PCM audio. `samples` is float32 in [-1, 1]."""
+
+    samples: np.ndarray
+    sample_rate: int
+    start_s: float = 0.0
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / float(self.sample_rate)
+
+
+@dataclass(frozen=True)
+class WordTiming:
+    """One recognised word with its span in the input audio."""
+
+    word: str
+    start_s: float
+    end_s: float
+    probability: float = 1.0
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What the user said."""
+
+    text: str
+    words: tuple[WordTiming, ...] = ()
+    language: str = "en"
+    audio_duration_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One message of a conversation, in the OpenAI chat shape."""
+
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class ReplyChunk:
+    """One sentence of the avatar's reply, released as soon as the LLM finished it."""
+
+    text: str
+    index: int
+    tokens: int = 0
+    is_last: bool = False
+
+
+@dataclass(frozen=True)
+class PhonemeTiming:
+    """One phoneme (IPA, as the TTS emitted it) and its span within its speech chunk."""
+
+    phoneme: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class SpeechChunk:
+    """Synthesised speech for one reply sentence.
+
+    `samples` is float32 mono; `phonemes` are relative to the chunk's own start, and `start_s`
+    places the chunk on the turn timeline (chunks of a turn are laid back to back).
+    """
+
+    samples: np.ndarray
+    sample_rate: int
+    text: str
+    index: int
+    phonemes: tuple[PhonemeTiming, ...] = ()
+    start_s: float = 0.0
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / float(self.sample_rate)
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
+
+
+@dataclass(frozen=True)
+class AvatarLook:
+    """How the avatar looks for one persona; a request parameter, so one render replica serves
+    every persona. `asset_path` None means the renderer's configured default head."""
+
+    asset_path: str | None = None
+    skin_rgb: tuple[float, float, float] = (0.87, 0.70, 0.60)
+    background_rgb: tuple[float, float, float] = (0.16, 0.18, 0.22)
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One rendered frame: RGB uint8 (H, W, 3) shown at `pts_s` on the turn timeline."""
+
+    index: int
+    pts_s: float
+    rgb: np.ndarray
+    blendshapes: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
