@@ -8,7 +8,6 @@ A backend is built from a validated pydantic `Options` model, loads its model la
 from __future__ import annotations
 
 import threading
-from abc import ABC
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -36,7 +35,7 @@ class BackendError(RuntimeError):
     """A backend failed in a way the caller can report (bad input, model failure)."""
 
 
-class Backend(ABC):
+class Backend:
     """Lifecycle shared by all stage backends."""
 
     name: ClassVar[str] = "base"

@@ -34,4 +34,4 @@ class RenderBackend(Backend):
     def render_idle(
         self, start_s: float, end_s: float, *, look: AvatarLook | None = None
     ) -> Iterator[VideoFrame]:
-        """Yield frames for `[start_s, end_s)` with a closed mouth (blinks and head motion go on)."""
+        """Yield closed-mouth frames for `[start_s, end_s)`; blinks and head motion go on."""
