@@ -1,0 +1,1 @@
+"""Ray Serve shims over `services/`: one deployment per stage, the router, the app builder."""

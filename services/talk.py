@@ -1,0 +1,125 @@
+"""One turn from the command line: in process, or against a running cluster.
+
+Shared by `avatar talk` and the benchmarks: it builds the pipeline from config, streams one
+turn, writes the MP4 as frames arrive and returns a JSON-able summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.config import PipelineConfig, load_pipeline_config
+from services.pipeline import Pipeline, TurnResult
+from services.types import AudioChunk, SpeechChunk, Transcript, VideoFrame
+
+
+@dataclass
+class TalkRequest:
+    """What `avatar talk` was asked to do."""
+
+    text: str | None = None
+    audio_path: Path | None = None
+    out: Path | None = None
+    persona: str | None = None
+    backends: dict[str, str] = field(default_factory=dict)
+    config_path: Path | None = None
+
+
+def build_config(request: TalkRequest) -> PipelineConfig:
+    config = load_pipeline_config(request.config_path)
+    overrides = {
+        stage: {"backend": name, "options": {}}
+        for stage, name in request.backends.items()
+        if name != config.stage(stage).backend
+    }
+    if overrides:
+        data = config.model_dump()
+        data.update(overrides)
+        config = PipelineConfig(**data)
+    return config
+
+
+def read_input_audio(request: TalkRequest) -> AudioChunk | None:
+    if request.audio_path is None:
+        return None
+    from services.audio import load_audio
+
+    return load_audio(request.audio_path)
+
+
+def stream_to_mp4(events, pipeline: Pipeline, out: Path | None) -> tuple[TurnResult, dict]:
+    """Consume a turn's events, writing the MP4 as they come. Returns the result + counts."""
+    from services.media import Mp4Writer
+
+    writer = None
+    sentences: list[dict[str, Any]] = []
+    result = None
+    try:
+        for event in events:
+            if isinstance(event, SpeechChunk):
+                if writer is None and out is not None:
+                    writer = Mp4Writer(
+                        out,
+                        fps=pipeline.render.fps,
+                        width=pipeline.render.options.width,
+                        height=pipeline.render.options.height,
+                        sample_rate=event.sample_rate,
+                    )
+                if writer is not None:
+                    writer.add_speech(event)
+                sentences.append(
+                    {"index": event.index, "text": event.text, "start_s": event.start_s,
+                     "duration_s": event.duration_s, "phonemes": len(event.phonemes)}
+                )  # fmt: skip
+            elif isinstance(event, VideoFrame) and writer is not None:
+                writer.add_frame(event)
+            elif isinstance(event, TurnResult):
+                result = event
+    finally:
+        if writer is not None:
+            writer.close()
+    if result is None:
+        raise RuntimeError("the turn ended without a result")
+    return result, {"sentences": sentences}
+
+
+def summarize(result: TurnResult, extra: dict, out: Path | None) -> dict[str, Any]:
+    transcript: Transcript = result.transcript
+    summary: dict[str, Any] = {
+        "transcript": transcript.text,
+        "words": [
+            {"word": w.word, "start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3)}
+            for w in transcript.words
+        ],
+        "reply": result.reply,
+        "reply_audio_s": result.timings.get("reply_audio_s", 0.0),
+        "timings": {k: round(v, 4) for k, v in result.timings.items()},
+        "metadata": result.metadata,
+        **extra,
+    }
+    if out is not None and out.exists():
+        from services.media import probe
+
+        summary["output"] = str(out)
+        summary["media"] = probe(out)
+    return summary
+
+
+def talk_in_process(request: TalkRequest, pipeline: Pipeline | None = None) -> dict[str, Any]:
+    """Run one turn in this process and return the JSON summary."""
+    audio = read_input_audio(request)
+    if pipeline is None:
+        pipeline = Pipeline.from_config(build_config(request))
+    pipeline.load()
+    events = pipeline.run_turn(audio=audio, text=request.text if audio is None else None)
+    result, extra = stream_to_mp4(events, pipeline, request.out)
+    return summarize(result, extra, request.out)
+
+
+def talk_remote(server: str, request: TalkRequest) -> dict[str, Any]:
+    """Run one turn against a running cluster (`avatar serve`)."""
+    from services.client import talk_over_http
+
+    return talk_over_http(server, request)
