@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from services.render.jpeg import with_pixels
 from services.types import SpeechChunk, VideoFrame
 
 
@@ -56,7 +57,7 @@ class Mp4Writer:
         return stream
 
     def add_frame(self, frame: VideoFrame) -> None:
-        rgb = frame.rgb[: self._video.height, : self._video.width]
+        rgb = with_pixels(frame).rgb[: self._video.height, : self._video.width]
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         video_frame.pts = frame.index
         video_frame.time_base = self._time_base

@@ -49,31 +49,39 @@ def read_input_audio(request: TalkRequest) -> AudioChunk | None:
     return load_audio(request.audio_path)
 
 
-def stream_to_mp4(events, pipeline: Pipeline, out: Path | None) -> tuple[TurnResult, dict]:
-    """Consume a turn's events, writing the MP4 as they come. Returns the result + counts."""
+def stream_to_mp4(events, fps: float, out: Path | None) -> tuple[TurnResult, dict]:
+    """Consume a turn's events, writing the MP4 as they come. Returns the result + details.
+
+    The writer opens at the first frame (its size is the video's); speech that arrives before
+    it is held until then.
+    """
     from services.media import Mp4Writer
 
-    writer = None
+    writer, pending = None, []
     sentences: list[dict[str, Any]] = []
     result = None
     try:
         for event in events:
             if isinstance(event, SpeechChunk):
-                if writer is None and out is not None:
-                    writer = Mp4Writer(
-                        out,
-                        fps=pipeline.render.fps,
-                        width=pipeline.render.options.width,
-                        height=pipeline.render.options.height,
-                        sample_rate=event.sample_rate,
-                    )
-                if writer is not None:
-                    writer.add_speech(event)
                 sentences.append(
                     {"index": event.index, "text": event.text, "start_s": event.start_s,
                      "duration_s": event.duration_s, "phonemes": len(event.phonemes)}
                 )  # fmt: skip
-            elif isinstance(event, VideoFrame) and writer is not None:
+                if writer is None:
+                    pending.append(event)
+                else:
+                    writer.add_speech(event)
+            elif isinstance(event, VideoFrame) and out is not None:
+                if writer is None:
+                    writer = Mp4Writer(
+                        out,
+                        fps=fps,
+                        width=event.width,
+                        height=event.height,
+                        sample_rate=pending[0].sample_rate,
+                    )
+                    for speech in pending:
+                        writer.add_speech(speech)
                 writer.add_frame(event)
             elif isinstance(event, TurnResult):
                 result = event
@@ -114,7 +122,7 @@ def talk_in_process(request: TalkRequest, pipeline: Pipeline | None = None) -> d
         pipeline = Pipeline.from_config(build_config(request))
     pipeline.load()
     events = pipeline.run_turn(audio=audio, text=request.text if audio is None else None)
-    result, extra = stream_to_mp4(events, pipeline, request.out)
+    result, extra = stream_to_mp4(events, pipeline.render.fps, request.out)
     return summarize(result, extra, request.out)
 
 

@@ -61,6 +61,7 @@ class ReplyChunk:
     index: int
     tokens: int = 0
     is_last: bool = False
+    first_token_s: float | None = None  # on the first chunk: LLM time to first token
 
 
 @dataclass(frozen=True)
@@ -108,17 +109,23 @@ class AvatarLook:
 
 @dataclass(frozen=True)
 class VideoFrame:
-    """One rendered frame: RGB uint8 (H, W, 3) shown at `pts_s` on the turn timeline."""
+    """One rendered frame shown at `pts_s` on the turn timeline.
+
+    In process a frame carries raw RGB uint8 (H, W, 3); a render replica sends it JPEG-encoded
+    (`jpeg`, with `size` = (width, height)) so frames cross the network at ~1/50 the bytes.
+    """
 
     index: int
     pts_s: float
-    rgb: np.ndarray
+    rgb: np.ndarray | None = None
     blendshapes: dict[str, float] = field(default_factory=dict)
+    jpeg: bytes | None = None
+    size: tuple[int, int] | None = None
 
     @property
     def width(self) -> int:
-        return int(self.rgb.shape[1])
+        return int(self.rgb.shape[1]) if self.rgb is not None else self.size[0]
 
     @property
     def height(self) -> int:
-        return int(self.rgb.shape[0])
+        return int(self.rgb.shape[0]) if self.rgb is not None else self.size[1]

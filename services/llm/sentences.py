@@ -50,6 +50,9 @@ def sentences(
 ) -> Iterator[ReplyChunk]:
     """Group `pieces` into at most `max_sentences` `ReplyChunk`s.
 
+    A sentence is released as soon as its end is seen, so `is_last` is only set when the bound
+    is reached or the stream ended mid-sentence; the end of the iterator is the end of the reply.
+
     Args:
         pieces: text pieces in generation order.
         max_sentences: stop after this many; the generator stops consuming `pieces`, which
@@ -78,10 +81,6 @@ def sentences(
         text = clean(buffer)
         if text:
             yield ReplyChunk(text=text, index=index, tokens=tokens, is_last=True)
-        elif index > 0:
-            # The stream ended right after a sentence end: nothing more to say, but consumers
-            # want an explicit end marker.
-            yield ReplyChunk(text="", index=index, tokens=0, is_last=True)
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:

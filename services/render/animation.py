@@ -210,7 +210,9 @@ def _segments(phonemes: Sequence[PhonemeTiming]) -> list[_Segment]:
         if not base and raw and all(ch in _STRIP for ch in raw):
             if any(ch in _LENGTH for ch in raw) and out:
                 prev = out[-1]
-                out[-1] = _Segment(prev.start_s, max(prev.end_s, ph.end_s), prev.viseme, prev.amplitude)
+                out[-1] = _Segment(
+                    prev.start_s, max(prev.end_s, ph.end_s), prev.viseme, prev.amplitude
+                )
             else:
                 pending_start = ph.start_s if pending_start is None else pending_start
                 pending_gain = max(pending_gain, gain)

@@ -446,10 +446,12 @@ class _GltfReader:
             target_names = list(mesh.get("extras", {}).get("targetNames", []))
             raw_target_names.update(target_names)
             linear = matrix[:3, :3]
-            try:
-                normal_matrix = np.linalg.inv(linear).T
-            except np.linalg.LinAlgError:
+            det = np.linalg.det(linear)
+            if abs(det) < 1e-30:
                 continue  # a zero-scale node draws nothing
+            # Inverse-transpose with the scale divided out, so that morph normal deltas keep
+            # their size relative to the (unit) rest normals.
+            normal_matrix = np.linalg.inv(linear).T * abs(det) ** (1 / 3)
             for prim in mesh.get("primitives", []):
                 if prim.get("mode", 4) != 4 or "POSITION" not in prim.get("attributes", {}):
                     continue  # points/lines/strips carry no face surface worth drawing
@@ -462,7 +464,7 @@ class _GltfReader:
                 else:
                     tri = np.arange(count, dtype=np.uint32)
                 tri = tri[: len(tri) - len(tri) % 3]
-                if np.linalg.det(linear) < 0:  # a mirroring transform flips the winding
+                if det < 0:  # a mirroring transform flips the winding
                     tri = tri.reshape(-1, 3)[:, ::-1].reshape(-1)
                 if "NORMAL" in attrs:
                     nrm = self.accessor(attrs["NORMAL"]).astype(np.float64) @ normal_matrix.T

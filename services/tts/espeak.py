@@ -185,7 +185,9 @@ class EspeakTTS(TTSBackend):
         rate = int(round(min(max(self.options.rate * speed, _RATE_MIN), _RATE_MAX)))
         with _LOCK:
             engine = _engine()
-            samples, onsets = engine.synth(text, voice or self.options.voice, rate, self.options.pitch)
+            samples, onsets = engine.synth(
+                text, voice or self.options.voice, rate, self.options.pitch
+            )
             sample_rate = engine.sample_rate
         onsets = [(label or PAUSE, pos) for label, pos in onsets]
         phonemes = phoneme_track(onsets, samples.size, sample_rate)

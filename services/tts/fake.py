@@ -92,8 +92,6 @@ class FakeTTS(TTSBackend):
         tone = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6))
         # One syllable per consonant+vowel pair, loudest mid-vowel.
         syllable_hz = rate / (2.0 * phone_n)
-        envelope = 0.5 - 0.5 * np.cos(2 * np.pi * syllable_hz * t)
+        envelope = 0.5 - 0.5 * np.cos(2 * np.pi * syllable_hz * (t - 0.5 * phone_n / rate))
         samples = (0.25 * tone * envelope).astype(np.float32)
-        return SpeechChunk(
-            samples=samples, sample_rate=rate, text=text, index=0, phonemes=phonemes
-        )
+        return SpeechChunk(samples=samples, sample_rate=rate, text=text, index=0, phonemes=phonemes)

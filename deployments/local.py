@@ -1,0 +1,58 @@
+"""Run the app on a local Ray instance: what `avatar serve` does.
+
+Ray on one machine: loopback only, no dashboard, no usage stats. Returns once the app is
+running; `stop()` shuts Serve and Ray down.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from deployments.config import AppConfig
+
+
+def start(config: AppConfig, *, num_cpus: int | None = None, wait_ready_s: float = 300) -> str:
+    """Start Ray + Serve + the app; returns the base URL once every stage is running."""
+    # Keep Ray on loopback (it would otherwise advertise the eth0 address) and offline.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray import serve
+
+    from deployments.app import build_app
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            configure_logging=True,
+            logging_level="WARNING",
+        )
+    serve.start(http_options={"host": config.http.host, "port": config.http.port})
+    serve.run(
+        build_app({"config": config.model_dump(mode="json")}),
+        name=config.name,
+        route_prefix="/",
+        blocking=False,
+    )
+    deadline = time.monotonic() + wait_ready_s
+    while time.monotonic() < deadline:
+        status = serve.status().applications.get(config.name)
+        if status is not None and status.status == "RUNNING":
+            return f"http://{config.http.host}:{config.http.port}"
+        if status is not None and status.status == "DEPLOY_FAILED":
+            raise RuntimeError(f"the app failed to deploy: {status.message}")
+        time.sleep(0.5)
+    raise TimeoutError(f"the app was not running after {wait_ready_s} s")
+
+
+def stop() -> None:
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()

@@ -1,0 +1,174 @@
+"""The router: FastAPI ingress holding the four stage handles and streaming each turn.
+
+Ray cannot pass a streaming generator from one deployment into another, so the router drives
+every stream itself (`RayStages`) and forwards sentence by sentence. The API logic lives in
+`services.api` / `services.conversation`; this file only maps HTTP and WebSocket onto it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments.config import AppConfig
+from services.api import ApiError, parse_turn_request
+from services.config import TurnSettings
+from services.conversation import Conversation
+from services.sessions import SessionStore
+from services.socket_session import SocketSession
+from services.types import AudioChunk, AvatarLook, ChatMessage, SpeechChunk, Transcript
+
+app = FastAPI(
+    title="avatar-serve",
+    description="Streaming API of the avatar cluster: speech or text in, the avatar's "
+    "transcript, reply, audio and lip-synced frames out. See services/wire.py for events.",
+    version="0.1.0",
+)
+
+
+class RayStages:
+    """The `Stages` protocol over Serve handles."""
+
+    def __init__(self, asr, llm, tts, render) -> None:
+        self.asr: DeploymentHandle = asr
+        self.llm: DeploymentHandle = llm
+        self.tts: DeploymentHandle = tts
+        self.renderer: DeploymentHandle = render
+
+    async def transcribe(self, audio: AudioChunk) -> Transcript:
+        return await self.asr.transcribe.remote(audio)
+
+    async def sentences(self, messages: Sequence[ChatMessage], turn: TurnSettings):
+        stream = self.llm.options(stream=True).sentences.remote(tuple(messages), turn)
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            stream.cancel()  # the turn ended early: stop generating
+
+    async def synthesize(self, text: str, voice: str | None, speed: float) -> SpeechChunk:
+        return await self.tts.synthesize.remote(text, voice, speed)
+
+    async def render(self, speech: SpeechChunk, look: AvatarLook | None):
+        stream = self.renderer.options(stream=True).render.remote(speech, look)
+        try:
+            async for frame in stream:
+                yield frame
+        finally:
+            stream.cancel()
+
+
+def _error(exc: ApiError) -> JSONResponse:
+    return JSONResponse({"error": exc.reason}, status_code=exc.status)
+
+
+async def _ndjson(first: dict[str, Any], events: AsyncIterator[dict[str, Any]]):
+    yield json.dumps(first) + "\n"
+    async for event in events:
+        yield json.dumps(event) + "\n"
+
+
+@serve.ingress(app)
+class Router:
+    """Ingress deployment; built by `deployments.app.build_app` with options from config."""
+
+    def __init__(self, asr, llm, tts, render, config: dict[str, Any]) -> None:
+        self.config = AppConfig(**config)
+        state = self.config.state
+        store = SessionStore(
+            sqlite_path=state.sqlite_path if state.backend == "sqlite" else None,
+            dsn=state.dsn,
+            ttl_s=state.session_ttl_s,
+        )
+        self.stages = RayStages(asr, llm, tts, render)
+        self.conversation = Conversation(
+            self.stages,
+            self.config.pipeline.turn,
+            store,
+            fps=self.config.pipeline.render.validated_options().fps,
+            max_sessions=self.config.limits.max_sessions,
+        )
+
+    @app.get("/healthz", summary="Liveness: the router answers")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: every stage answers its health call")
+    async def readyz(self) -> JSONResponse:
+        names = ("asr", "llm", "tts", "render")
+        handles = (self.stages.asr, self.stages.llm, self.stages.tts, self.stages.renderer)
+        results = await asyncio.gather(
+            *(asyncio.wait_for(h.health.remote(), timeout=5) for h in handles),
+            return_exceptions=True,
+        )
+        stages = {
+            name: r if isinstance(r, dict) else {"ok": False, "error": repr(r)}
+            for name, r in zip(names, results, strict=True)
+        }
+        ready = all(s.get("ok") for s in stages.values())
+        return JSONResponse({"ready": ready, "stages": stages}, status_code=200 if ready else 503)
+
+    @app.post("/v1/sessions", summary="Open a conversation session")
+    async def create_session(self, request: Request) -> JSONResponse:
+        try:
+            body = await request.body()
+            data = json.loads(body) if body else {}
+            if not isinstance(data, dict) or set(data) - {"persona_id"}:
+                raise ApiError(422, 'body must be {} or {"persona_id": ...}')
+            session = self.conversation.open_session(data.get("persona_id"))
+        except json.JSONDecodeError as exc:
+            return _error(ApiError(400, f"malformed JSON: {exc}"))
+        except ApiError as exc:
+            return _error(exc)
+        return JSONResponse({"session_id": session.id, "persona_id": session.persona_id}, 201)
+
+    @app.get("/v1/sessions/{session_id}", summary="A session and its history")
+    async def get_session(self, session_id: str) -> JSONResponse:
+        try:
+            session = self.conversation.session(session_id)
+        except ApiError as exc:
+            return _error(exc)
+        history = self.conversation.sessions.history(session_id)
+        return JSONResponse(
+            {
+                "session_id": session.id,
+                "persona_id": session.persona_id,
+                "history": [{"role": m.role, "content": m.content} for m in history],
+            }
+        )
+
+    @app.post(
+        "/v1/turn",
+        summary="One turn: JSON {text | audio_b64, session_id?, persona_id?} or an audio body; "
+        "streams NDJSON events",
+    )
+    async def turn(self, request: Request):
+        try:
+            body = await request.body()
+            turn = parse_turn_request(
+                request.headers.get("content-type", ""),
+                body,
+                dict(request.query_params),
+                self.config.limits.max_audio_bytes,
+            )
+            session = self.conversation.resolve(turn)
+        except ApiError as exc:
+            return _error(exc)
+        events = self.conversation.turn_events(session, turn)
+        first = self.conversation.session_event(session)
+        return StreamingResponse(_ndjson(first, events), media_type="application/x-ndjson")
+
+    @app.websocket("/v1/session")
+    async def session_socket(self, ws: WebSocket) -> None:
+        await ws.accept()
+        socket = SocketSession(self.conversation, self.config.limits.max_audio_bytes, ws)
+        with contextlib.suppress(WebSocketDisconnect):
+            await socket.run()

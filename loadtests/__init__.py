@@ -1,0 +1,1 @@
+"""Benchmarks and load tests (they print JSON; see README 'Benchmarks')."""

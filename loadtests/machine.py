@@ -1,0 +1,32 @@
+"""Describe the machine a benchmark ran on, so every figure comes with its context."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def describe() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gib = None
+    try:
+        with open("/proc/meminfo") as f:
+            mem_gib = round(int(f.readline().split()[1]) / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": mem_gib,
+        "gpu": None,
+        "python": platform.python_version(),
+        "os": platform.platform(),
+    }

