@@ -5,7 +5,6 @@ every stream itself (`RayStages`) and forwards sentence by sentence. The API log
 `services.api` / `services.conversation`; this file only maps HTTP and WebSocket onto it.
 """
 
-from __future__ import annotations
 
 import asyncio
 import contextlib

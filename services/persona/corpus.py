@@ -14,10 +14,11 @@ paragraph never repeats.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,7 +42,7 @@ class CorpusMeta(BaseModel):
     title: str | None = Field(
         default=None, min_length=1, max_length=200, description="Human-readable document title."
     )
-    date: date | None = Field(default=None, description="When the person said or wrote it.")
+    date: dt.date | None = Field(default=None, description="When the person said or wrote it.")
     kind: Literal["post", "talk", "memo", "faq", "interview", "email", "other"] = Field(
         default="other", description="What sort of document the statements come from."
     )
@@ -93,6 +94,46 @@ class Source:
             "text": self.text,
             "score": round(float(self.score), 4),
         }
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a statement (a simple splitter: statements are short, edited prose)."""
+    return [piece.strip() for piece in _SENTENCE_END.split(text) if piece.strip()]
+
+
+_QA_PREFIX = re.compile(r"^(?:Q|A|Question|Answer)\s*:\s*", re.IGNORECASE)
+
+
+def statement_views(statement: Statement) -> list[str]:
+    """The texts a statement is embedded as; its score for a query is the best of them.
+
+    A question usually matches one sentence of a paragraph far better than the whole paragraph
+    (whose vector averages several topics), and the heading supplies a topic the text may not
+    name. FAQ "Q: ... A: ..." prefixes are dropped from the sentence views so the question
+    itself becomes a view: a user's question is closest to the corpus's own question.
+    """
+    views = [statement.embed_text]
+    if statement.embed_text != statement.text:
+        views.append(statement.text)
+    sentences = split_sentences(statement.text)
+    if len(sentences) > 1:
+        views.extend(_QA_PREFIX.sub("", sentence) for sentence in sentences)
+    return list(dict.fromkeys(views))
+
+
+def term_rewriter(terms: dict[str, str]) -> Callable[[str], str]:
+    """Whole-word, case-insensitive replacement of `terms` (longest first).
+
+    Used to replace names that run through the whole corpus (the company's name) with a generic
+    phrase before embedding: otherwise "How many patents does Acme hold?" is close to every
+    statement that mentions Acme, and the no-answer threshold cannot tell it from a real match.
+    """
+    if not terms:
+        return lambda text: text
+    ordered = sorted(terms, key=len, reverse=True)
+    pattern = re.compile(r"\b(" + "|".join(re.escape(t) for t in ordered) + r")\b", re.IGNORECASE)
+    lookup = {t.lower(): v for t, v in terms.items()}
+    return lambda text: pattern.sub(lambda m: lookup[m.group(1).lower()], text)
 
 
 def split_front_matter(text: str) -> tuple[str | None, str]:

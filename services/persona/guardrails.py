@@ -74,8 +74,8 @@ _UNSAFE_RE = {name: re.compile("|".join(p), re.IGNORECASE) for name, p in _UNSAF
 
 _IDENTITY_NOUN = (
     r"(real|human|a human( being)?|an? (real |actual |live |living )?(human|person|woman|man)|"
-    r"(a |an )?(bot|robot|ai|a\.i\.|artificial( intelligence)?|machine(?! learning)|computer|program|"
-    r"chat ?bot|language model|llm|recording|deep ?fake|fake|clone|avatar|digital twin|"
+    r"(a |an )?(bot|robot|ai|a\.i\.|artificial( intelligence)?|machine(?! learning)|computer|"
+    r"program|chat ?bot|language model|llm|recording|deep ?fake|fake|clone|avatar|digital twin|"
     r"simulation|hologram|virtual (person|assistant|version)|automated|alive|sentient|"
     r"generated|synthetic|the real (one|you|deal|person|thing)|actually (you|real|human)|"
     r"really (you|real|human)))"
@@ -87,8 +87,8 @@ _DISCLOSURE_PATTERNS = (
     # "are you real / human / a bot / an AI / actually alive?"
     rf"\b(are|r) (you|u) (really |actually |truly |even |just |only |a |an )*{_IDENTITY_NOUN}\b",
     # "you're a bot, right?" / "you are just an AI"
-    rf"\b(you'?re|you are|ur) (really |actually |just |only |obviously |clearly )*"
-    rf"(a |an )?(bot|robot|ai|machine|computer|program|chat ?bot|fake|deep ?fake|recording)\b",
+    r"\b(you'?re|you are|ur) (really |actually |just |only |obviously |clearly )*"
+    r"(a |an )?(bot|robot|ai|machine|computer|program|chat ?bot|fake|deep ?fake|recording)\b",
     # "am I talking to a bot / a real person / you?"
     r"\b(am i|are we|i'?m) (really |actually )?(talking|speaking|chatting|texting|"
     r"communicating|interacting) (to|with) (a |an |the )?(real |actual |live )?(human|person|bot|"

@@ -1,21 +1,24 @@
 """The on-disk retrieval index of one persona: statement vectors + what they are.
 
+Each statement is embedded as several *views* (`corpus.statement_views`: with its heading, bare,
+and sentence by sentence); a statement's score for a query is its best view's cosine similarity.
 Layout, under `<index_dir>/<persona_id>/`:
 
-- `embeddings.npy`: float32 (n_statements, dim), L2-normalised rows;
-- `index.json`: corpus hash, embedder name, and the statements (id, source, text, section,
-  title) in row order.
+- `embeddings.npy`: float32 (n_views, dim), L2-normalised rows;
+- `index.json`: corpus hash, embedder name, view settings, the statements (id, source, text,
+  section, title) and, per view row, the statement it belongs to.
 
-An index is *stale* when its corpus hash or embedder differs from the pack's; `load_or_build`
-then rebuilds it. Both files are written to temporary names and renamed into place, so several
-replicas sharing one index folder never read a half-written file; `index.json` is renamed last
-and carries the row count, so an `.npy` from another build is detected, not trusted. Exact search
-(one matrix-vector product) is plenty: a person's corpus is thousands of statements, not
-millions.
+An index is *stale* when its corpus hash, embedder or view settings differ from the pack's;
+`load_or_build` then rebuilds it. Both files are written to temporary names and renamed into
+place, so replicas sharing one index folder never read a half-written file; `index.json` is
+renamed last and carries the row count, so an `.npy` from another build is detected, not trusted.
+Exact search (one matrix-vector product) is plenty: a person's corpus is thousands of statements,
+not millions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -27,31 +30,47 @@ from typing import IO, Any
 
 import numpy as np
 
-from services.persona.corpus import Source, Statement
+from services.persona.corpus import Source, Statement, statement_views, term_rewriter
 from services.persona.embedder import Embedder
 from services.persona.pack import PersonaPack
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
+VIEWS_VERSION = "1"
 EMBEDDINGS_FILE = "embeddings.npy"
 META_FILE = "index.json"
 
 
+def view_key(pack: PersonaPack) -> str:
+    """Identity of how the pack's statements are turned into embedded texts."""
+    terms = sorted(pack.config.retrieval.generic_terms.items())
+    return hashlib.sha256(json.dumps([VIEWS_VERSION, terms]).encode()).hexdigest()[:16]
+
+
+def pack_rewriter(pack: PersonaPack) -> Callable[[str], str]:
+    """The text rewrite applied to statements and queries alike before embedding."""
+    return term_rewriter(pack.config.retrieval.generic_terms)
+
+
 @dataclass
 class StatementIndex:
-    """Statements and their embeddings, searchable by cosine similarity.
+    """Statements and their view embeddings, searchable by cosine similarity.
 
     Attributes:
-        statements: Statements in row order.
-        embeddings: (n, dim) float32, unit rows.
+        statements: Statements, in corpus order.
+        embeddings: (n_views, dim) float32, unit rows.
+        owners: (n_views,) int, the statement each view row belongs to.
         corpus_hash: Hash of the corpus it was built from.
         embedder_name: `Embedder.name` of the model that built it.
+        views: `view_key` of the settings it was built with.
         built: True when `load_or_build` had to (re)build rather than load.
     """
 
     statements: tuple[Statement, ...]
     embeddings: np.ndarray
+    owners: np.ndarray
     corpus_hash: str
     embedder_name: str
+    views: str
     built: bool = False
 
     def __len__(self) -> int:
@@ -59,17 +78,43 @@ class StatementIndex:
 
     @classmethod
     def build(cls, pack: PersonaPack, embedder: Embedder) -> StatementIndex:
-        vectors = embedder.embed([s.embed_text for s in pack.statements])
-        return cls(pack.statements, vectors, pack.corpus_hash, embedder.name, built=True)
+        rewrite = pack_rewriter(pack)
+        texts: list[str] = []
+        owners: list[int] = []
+        for number, statement in enumerate(pack.statements):
+            for view in statement_views(statement):
+                texts.append(rewrite(view))
+                owners.append(number)
+        vectors = embedder.embed(texts)
+        return cls(
+            pack.statements,
+            vectors,
+            np.asarray(owners, dtype=np.int32),
+            pack.corpus_hash,
+            embedder.name,
+            view_key(pack),
+            built=True,
+        )
 
     def is_current(self, pack: PersonaPack, embedder: Embedder) -> bool:
-        return self.corpus_hash == pack.corpus_hash and self.embedder_name == embedder.name
+        return (
+            self.corpus_hash == pack.corpus_hash
+            and self.embedder_name == embedder.name
+            and self.views == view_key(pack)
+        )
+
+    def scores(self, query: np.ndarray) -> np.ndarray:
+        """Per-statement similarity to a unit query vector: the best of its views."""
+        view_scores = self.embeddings @ query.astype(np.float32)
+        best = np.full(len(self.statements), -1.0, dtype=np.float32)
+        np.maximum.at(best, self.owners, view_scores)
+        return best
 
     def search(self, query: np.ndarray, k: int) -> list[Source]:
-        """Top-k statements by cosine similarity to a unit query vector, best first."""
+        """Top-k statements by similarity to a unit query vector, best first."""
         if not self.statements or k <= 0:
             return []
-        scores = self.embeddings @ query.astype(np.float32)
+        scores = self.scores(query)
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
@@ -91,12 +136,13 @@ class StatementIndex:
             "format": INDEX_FORMAT,
             "corpus_hash": self.corpus_hash,
             "embedder": self.embedder_name,
-            "rows": len(self.statements),
-            "dim": int(self.embeddings.shape[1]) if self.embeddings.ndim == 2 else 0,
+            "views": self.views,
+            "rows": int(self.embeddings.shape[0]),
             "built_at": time.time(),
             "statements": [asdict(s) for s in self.statements],
+            "owners": self.owners.tolist(),
         }
-        payload = json.dumps(meta, ensure_ascii=False, indent=1).encode()
+        payload = json.dumps(meta, ensure_ascii=False).encode()
         _atomic_write(folder / META_FILE, lambda f: f.write(payload))
 
     @classmethod
@@ -105,17 +151,26 @@ class StatementIndex:
         try:
             meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
             embeddings = np.load(folder / EMBEDDINGS_FILE, allow_pickle=False)
-        except (OSError, ValueError):
+            statements = tuple(Statement(**s) for s in meta["statements"])
+            owners = np.asarray(meta["owners"], dtype=np.int32)
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        statements = tuple(Statement(**s) for s in meta.get("statements", []))
         if (
             meta.get("format") != INDEX_FORMAT
             or embeddings.ndim != 2
-            or embeddings.shape[0] != len(statements)
-            or meta.get("rows") != len(statements)
+            or embeddings.shape[0] != meta.get("rows")
+            or owners.shape != (embeddings.shape[0],)
+            or (len(owners) and (owners.min() < 0 or owners.max() >= len(statements)))
         ):
             return None
-        return cls(statements, embeddings.astype(np.float32), meta["corpus_hash"], meta["embedder"])
+        return cls(
+            statements,
+            embeddings.astype(np.float32),
+            owners,
+            meta["corpus_hash"],
+            meta["embedder"],
+            meta.get("views", ""),
+        )
 
     @classmethod
     def load_or_build(

@@ -235,6 +235,23 @@ class RetrievalSettings(_Strict):
     history_messages: int = Field(
         default=4, ge=0, le=20, description="Earlier messages of the conversation in the prompt."
     )
+    generic_terms: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=20,
+        description=(
+            "Names that run through the whole corpus (the company's) -> a generic phrase, applied "
+            "to statements and questions before embedding, so that merely naming the company "
+            "does not make an unanswerable question look answerable."
+        ),
+    )
+
+    @field_validator("generic_terms")
+    @classmethod
+    def _bounded_terms(cls, value: dict[str, str]) -> dict[str, str]:
+        for term, replacement in value.items():
+            if not 1 <= len(term.strip()) <= 60 or len(replacement) > 60:
+                raise ValueError("terms must be 1-60 characters, replacements at most 60")
+        return value
 
 
 class PersonaConfig(_Strict):
@@ -433,9 +450,7 @@ def load_pack(path: str | Path) -> PersonaPack:
     corpus_dir = root / CORPUS_DIR
     if not corpus_dir.is_dir():
         raise PackError(str(corpus_dir), "corpus", "missing: a pack needs a corpus/ folder")
-    paths = sorted(
-        p for p in corpus_dir.rglob("*") if p.is_file() and not p.name.startswith(".")
-    )
+    paths = sorted(p for p in corpus_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
     files: list[CorpusFile] = []
     raw: list[tuple[str, bytes]] = []
     for file_path in paths:
@@ -473,3 +488,25 @@ def pack_signature(root: Path) -> tuple[tuple[str, int, int], ...]:
             continue
         entries.append((str(path.relative_to(root)), stat.st_mtime_ns, stat.st_size))
     return tuple(sorted(entries))
+
+
+def write_pack(
+    folder: str | Path, config: dict[str, Any], corpus: dict[str, str], *, validate: bool = True
+) -> Path:
+    """Write a pack folder from a `persona.yaml` mapping and {corpus file name: text}.
+
+    For programmatic authoring (admin tools, tests). With `validate`, the written pack is loaded
+    back, so a bad config raises `PackError` here rather than when first served.
+    """
+    root = Path(folder)
+    (root / CORPUS_DIR).mkdir(parents=True, exist_ok=True)
+    (root / PACK_FILE).write_text(
+        yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
+    for name, text in corpus.items():
+        path = root / CORPUS_DIR / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    if validate:
+        load_pack(root)
+    return root

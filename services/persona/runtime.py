@@ -32,7 +32,7 @@ import numpy as np
 from services.persona import guardrails
 from services.persona.corpus import Source
 from services.persona.embedder import Embedder
-from services.persona.index import StatementIndex
+from services.persona.index import StatementIndex, pack_rewriter
 from services.persona.pack import PersonaPack
 from services.types import AvatarLook, ChatMessage
 
@@ -135,6 +135,7 @@ class PersonaRuntime:
         config = pack.config
         self.persona_id = config.id
         self._retrieval = config.retrieval
+        self._rewrite = pack_rewriter(pack)
         names = [config.display_name, config.name]
         self._disclosure_re = guardrails.disclosure_pattern(names)
         self._human_filter = guardrails.HumanClaimFilter(names)
@@ -143,15 +144,16 @@ class PersonaRuntime:
                 name=t.name,
                 reply=t.reply or config.replies.refusal,
                 pattern=guardrails.keyword_pattern(t.keywords),
-                examples=embedder.embed(t.examples) if t.examples and embedder.semantic else None,
+                examples=(
+                    embedder.embed([self._rewrite(x) for x in t.examples])
+                    if t.examples and embedder.semantic
+                    else None
+                ),
             )
             for t in config.topics_to_avoid
         ]
-        self._disclosure_examples = (
-            embedder.embed([q.format(name=config.name) for q in _DISCLOSURE_EXAMPLES])
-            if embedder.semantic
-            else None
-        )
+        examples = [self._rewrite(q.format(name=config.name)) for q in _DISCLOSURE_EXAMPLES]
+        self._disclosure_examples = embedder.embed(examples) if embedder.semantic else None
         self._disclosure = {
             "ai_generated": True,
             "synthetic_voice": True,
@@ -224,7 +226,7 @@ class PersonaRuntime:
             )
 
         started = time.perf_counter()
-        query = self.embedder.embed_one(self._query_text(text, history))
+        query = self.embedder.embed_one(self._rewrite(self._query_text(text, history)))
         hits = self.index.search(query, self._retrieval.top_k)
         retrieval_ms = (time.perf_counter() - started) * 1000.0
         best = hits[0].score if hits else 0.0
@@ -292,9 +294,7 @@ class PersonaRuntime:
             f"Speak as {name}, in first person. {config.speaking_style}",
         ]
         if grounding:
-            lines.append(
-                f"Answer in one to three short sentences, using only what {name} said:"
-            )
+            lines.append(f"Answer in one to three short sentences, using only what {name} said:")
             lines.extend(f'- "{s.text}"' for s in grounding)
         else:
             lines.append("Reply in one short, friendly sentence. Do not state facts.")

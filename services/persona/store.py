@@ -182,7 +182,8 @@ def _filters(
     session_id: str | None, persona_id: str | None, status: str | None, placeholder: str
 ) -> tuple[list[str], list[Any]]:
     where, params = [], []
-    for column, value in (("session_id", session_id), ("persona_id", persona_id), ("status", status)):
+    pairs = (("session_id", session_id), ("persona_id", persona_id), ("status", status))
+    for column, value in pairs:
         if value is not None:
             where.append(f"{column} = {placeholder}")
             params.append(value)
@@ -237,8 +238,14 @@ class SQLiteTranscriptStore(TranscriptStore):
             self._conn.execute(
                 "INSERT INTO persona_turns (turn_id, persona_id, session_id, user_text, status, "
                 "started_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (turn_id, persona_id, session_id, _check_text("user_text", user_text), STARTED,
-                 time.time()),
+                (
+                    turn_id,
+                    persona_id,
+                    session_id,
+                    _check_text("user_text", user_text),
+                    STARTED,
+                    time.time(),
+                ),
             )
         return turn_id
 
@@ -257,8 +264,15 @@ class SQLiteTranscriptStore(TranscriptStore):
             cursor = self._conn.execute(
                 "UPDATE persona_turns SET reply = ?, kind = ?, sources = ?, timings = ?, "
                 "status = ?, finished_at = ? WHERE turn_id = ?",
-                (_check_text("reply", reply), kind, _sources_json(sources),
-                 json.dumps(dict(timings or {})), status, time.time(), turn_id),
+                (
+                    _check_text("reply", reply),
+                    kind,
+                    _sources_json(sources),
+                    json.dumps(dict(timings or {})),
+                    status,
+                    time.time(),
+                    turn_id,
+                ),
             )
         if cursor.rowcount == 0:
             raise UnknownTurnError(turn_id)
@@ -276,9 +290,16 @@ class SQLiteTranscriptStore(TranscriptStore):
             rows = self._conn.execute(_select(where, "?"), (*params, int(limit))).fetchall()
         return [
             TurnRecord(
-                seq=row[0], turn_id=row[1], persona_id=row[2], session_id=row[3],
-                user_text=row[4], reply=row[5], kind=row[6],
-                sources=tuple(json.loads(row[7])), timings=json.loads(row[8]), status=row[9],
+                seq=row[0],
+                turn_id=row[1],
+                persona_id=row[2],
+                session_id=row[3],
+                user_text=row[4],
+                reply=row[5],
+                kind=row[6],
+                sources=tuple(json.loads(row[7])),
+                timings=json.loads(row[8]),
+                status=row[9],
                 started_at=datetime.fromtimestamp(row[10], UTC),
                 finished_at=datetime.fromtimestamp(row[11], UTC) if row[11] is not None else None,
             )
@@ -386,8 +407,14 @@ class PostgresTranscriptStore(TranscriptStore):
         _, count = self._execute(
             "UPDATE persona_turns SET reply = %s, kind = %s, sources = %s::jsonb, "
             "timings = %s::jsonb, status = %s, finished_at = now() WHERE turn_id = %s",
-            (_check_text("reply", reply), kind, _sources_json(sources),
-             json.dumps(dict(timings or {})), status, turn_id),
+            (
+                _check_text("reply", reply),
+                kind,
+                _sources_json(sources),
+                json.dumps(dict(timings or {})),
+                status,
+                turn_id,
+            ),
         )
         if count == 0:
             raise UnknownTurnError(turn_id)
@@ -404,9 +431,18 @@ class PostgresTranscriptStore(TranscriptStore):
         rows, _ = self._execute(_select(where, "%s"), (*params, int(limit)))
         return [
             TurnRecord(
-                seq=row[0], turn_id=row[1], persona_id=row[2], session_id=row[3],
-                user_text=row[4], reply=row[5], kind=row[6], sources=tuple(row[7]),
-                timings=dict(row[8]), status=row[9], started_at=row[10], finished_at=row[11],
+                seq=row[0],
+                turn_id=row[1],
+                persona_id=row[2],
+                session_id=row[3],
+                user_text=row[4],
+                reply=row[5],
+                kind=row[6],
+                sources=tuple(row[7]),
+                timings=dict(row[8]),
+                status=row[9],
+                started_at=row[10],
+                finished_at=row[11],
             )
             for row in rows or []
         ]

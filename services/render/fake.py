@@ -82,7 +82,9 @@ class FakeRenderer(RenderBackend):
         if opts.latency_s:
             time.sleep(opts.latency_s)
         if fail:
-            raise BackendError(f"fake renderer: injected failure (failure_rate={opts.failure_rate})")
+            raise BackendError(
+                f"fake renderer: injected failure (failure_rate={opts.failure_rate})"
+            )
         look = look or AvatarLook()
         indices = animation.frame_indices(start_s, end_s, self.fps)
         times = np.array(indices, dtype=np.float64) / self.fps

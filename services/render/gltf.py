@@ -24,6 +24,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 
@@ -85,7 +86,7 @@ ARKIT_BLENDSHAPES: tuple[str, ...] = (
 )
 
 # Part codes stored per vertex; the renderer picks a colour for each.
-PART_SKIN, PART_EYE, PART_TEETH, PART_TONGUE, PART_HAIR = 0, 1, 2, 3, 4
+PART_SKIN, PART_EYE, PART_TEETH, PART_TONGUE, PART_HAIR, PART_CLOTH = 0, 1, 2, 3, 4, 5
 
 _COMPONENT_DTYPES = {
     5120: np.int8,
@@ -246,6 +247,8 @@ def _part_of(names: list[str]) -> int:
         return PART_TONGUE
     if any(w in text for w in ("lash", "brow", "hair", "beard")):
         return PART_HAIR
+    if any(w in text for w in ("outfit", "cloth", "shirt", "jacket", "footwear", "glasses")):
+        return PART_CLOTH
     if "eye" in text and not any(w in text for w in ("lid", "socket", "shadow", "occlusion")):
         return PART_EYE
     return PART_SKIN
@@ -304,8 +307,6 @@ class _GltfReader:
             elif uri.startswith("data:"):
                 data = base64.b64decode(uri.split(",", 1)[1])
             else:
-                from urllib.parse import unquote
-
                 data = (Path(self.path).parent / unquote(uri)).read_bytes()
             self._buffers[index] = data
         return self._buffers[index]
@@ -360,9 +361,12 @@ class _GltfReader:
                     f"avatar asset {self.path!r}: accessor {index} runs past its bufferView"
                 )
             raw = np.ndarray(
-                (count, ncomp), dtype=dtype, buffer=view, offset=offset,
+                (count, ncomp),
+                dtype=dtype,
+                buffer=view,
+                offset=offset,
                 strides=(stride, dtype.itemsize),
-            ).copy()  # fmt: skip
+            ).copy()
         else:
             raw = np.zeros((count, ncomp), dtype=dtype)
         sparse = spec.get("sparse")
@@ -370,13 +374,17 @@ class _GltfReader:
             idx_spec, val_spec = sparse["indices"], sparse["values"]
             idx_dtype = np.dtype(_COMPONENT_DTYPES[idx_spec["componentType"]])
             idx = np.frombuffer(
-                self._view(idx_spec["bufferView"]), dtype=idx_dtype, count=sparse["count"],
+                self._view(idx_spec["bufferView"]),
+                dtype=idx_dtype,
+                count=sparse["count"],
                 offset=idx_spec.get("byteOffset", 0),
-            )  # fmt: skip
+            )
             vals = np.frombuffer(
-                self._view(val_spec["bufferView"]), dtype=dtype, count=sparse["count"] * ncomp,
+                self._view(val_spec["bufferView"]),
+                dtype=dtype,
+                count=sparse["count"] * ncomp,
                 offset=val_spec.get("byteOffset", 0),
-            ).reshape(-1, ncomp)  # fmt: skip
+            ).reshape(-1, ncomp)
             raw[idx.astype(np.int64)] = vals
         if dtype.kind == "f":
             return raw.astype(np.float32, copy=False)

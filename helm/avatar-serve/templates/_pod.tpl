@@ -1,0 +1,139 @@
+{{/*
+Pod template of a Ray head or worker group.
+Call with (dict "root" $ "group" <name> "spec" <head or pool values> "head" <bool>).
+*/}}
+{{- define "avatar-serve.podTemplate" -}}
+{{- $root := .root }}
+{{- $v := $root.Values }}
+{{- $spec := .spec }}
+{{- $gpus := int (default 0 $spec.gpus) }}
+metadata:
+  labels:
+    {{- include "avatar-serve.selectorLabels" $root | nindent 4 }}
+    avatar-serve.io/pool: {{ .group }}
+    {{- with $v.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- $annotations := deepCopy (default dict $v.podAnnotations) }}
+  {{- if not $v.safeToEvict }}
+  {{- $_ := set $annotations "cluster-autoscaler.kubernetes.io/safe-to-evict" "false" }}
+  {{- end }}
+  {{- with $annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  {{- with $v.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $spec.runtimeClassName }}
+  runtimeClassName: {{ . }}
+  {{- end }}
+  {{- with $spec.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $spec.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $spec.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $v.podSecurityContext }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: {{ ternary "ray-head" "ray-worker" .head }}
+      image: {{ include "avatar-serve.image" $root }}
+      imagePullPolicy: {{ $v.image.pullPolicy }}
+      ports:
+        {{- if .head }}
+        - {name: gcs-server, containerPort: 6379}
+        - {name: dashboard, containerPort: 8265}
+        - {name: client, containerPort: 10001}
+        - {name: as-metrics, containerPort: 44217}
+        - {name: dash-metrics, containerPort: 44227}
+        {{- end }}
+        - {name: serve, containerPort: {{ int $v.app.port }}}
+        - {name: metrics, containerPort: 8080}
+      env:
+        - {name: AVATAR_MODEL_DIR, value: {{ $v.modelCache.mountPath | quote }}}
+        - {name: HF_HOME, value: {{ printf "%s/huggingface" $v.modelCache.mountPath | quote }}}
+        {{- if or $v.personas.existingClaim $v.personas.configMap }}
+        - {name: AVATAR_PERSONA_DIR, value: {{ $v.personas.mountPath | quote }}}
+        {{- end }}
+        {{- if gt $gpus 0 }}
+        # graphics: the NVIDIA runtime mounts the EGL driver the renderer needs
+        - {name: NVIDIA_DRIVER_CAPABILITIES, value: "compute,utility,graphics"}
+        {{- end }}
+        {{- if $v.riva.endpointSecret.name }}
+        - name: AVATAR_RIVA_URI
+          valueFrom:
+            secretKeyRef: {name: {{ $v.riva.endpointSecret.name }}, key: {{ $v.riva.endpointSecret.key }}}
+        {{- else if $v.riva.endpoint }}
+        - {name: AVATAR_RIVA_URI, value: {{ $v.riva.endpoint | quote }}}
+        {{- end }}
+        {{- if $v.riva.apiKeySecret.name }}
+        - name: AVATAR_RIVA_API_KEY
+          valueFrom:
+            secretKeyRef: {name: {{ $v.riva.apiKeySecret.name }}, key: {{ $v.riva.apiKeySecret.key }}}
+        {{- end }}
+        {{- range $name, $ref := $v.secrets.env }}
+        - name: {{ $name }}
+          valueFrom:
+            secretKeyRef: {name: {{ $ref.name }}, key: {{ $ref.key }}}
+        {{- end }}
+        {{- range $name, $value := $v.env }}
+        - {name: {{ $name }}, value: {{ $value | toString | quote }}}
+        {{- end }}
+      {{- with $v.secrets.envFrom }}
+      envFrom:
+        {{- range . }}
+        - secretRef: {name: {{ . }}}
+        {{- end }}
+      {{- end }}
+      {{- $resources := deepCopy (default dict $spec.resources) }}
+      {{- if gt $gpus 0 }}
+      {{- $limits := default dict $resources.limits }}
+      {{- $_ := set $limits "nvidia.com/gpu" $gpus }}
+      {{- $_ := set $resources "limits" $limits }}
+      {{- end }}
+      {{- with $resources }}
+      resources:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      lifecycle:
+        preStop:
+          exec: {command: ["/bin/sh", "-c", "ray stop"]}
+      volumeMounts:
+        - {name: dshm, mountPath: /dev/shm}
+        - {name: models, mountPath: {{ $v.modelCache.mountPath }}}
+        {{- if or $v.personas.existingClaim $v.personas.configMap }}
+        - {name: personas, mountPath: {{ $v.personas.mountPath }}, readOnly: true}
+        {{- end }}
+  volumes:
+    - name: dshm
+      emptyDir: {medium: Memory, sizeLimit: {{ $v.sharedMemorySize }}}
+    - name: models
+      {{- if $v.modelCache.existingClaim }}
+      persistentVolumeClaim: {claimName: {{ $v.modelCache.existingClaim }}}
+      {{- else }}
+      emptyDir: {sizeLimit: {{ $v.modelCache.sizeLimit }}}
+      {{- end }}
+    {{- if $v.personas.existingClaim }}
+    - name: personas
+      persistentVolumeClaim: {claimName: {{ $v.personas.existingClaim }}, readOnly: true}
+    {{- else if $v.personas.configMap }}
+    - name: personas
+      configMap:
+        name: {{ $v.personas.configMap }}
+        {{- with $v.personas.items }}
+        items:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
+    {{- end }}
+{{- end }}

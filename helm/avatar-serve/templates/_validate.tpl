@@ -1,0 +1,39 @@
+{{/*
+Checks that values.schema.json cannot express: cross-field rules. Each failure is one line that
+names the values key, the way `helm lint` / `helm template` print it.
+*/}}
+{{- define "avatar-serve.validate" -}}
+{{- $blocks := include "avatar-serve.deploymentBlocks" . | fromJson }}
+{{- $enabled := list }}
+{{- range $name, $pool := .Values.pools }}
+{{- if $pool.enabled }}
+{{- $enabled = append $enabled $name }}
+{{- if or (lt (int $pool.replicas) (int $pool.minReplicas)) (gt (int $pool.replicas) (int $pool.maxReplicas)) }}
+{{- fail (printf "pools.%s: need minReplicas (%v) <= replicas (%v) <= maxReplicas (%v)" $name $pool.minReplicas $pool.replicas $pool.maxReplicas) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range $name := list "asr" "llm" "tts" "render" "router" }}
+{{- $block := index $blocks $name }}
+{{- $key := ternary "router" (printf "stages.%s" $name) (eq $name "router") }}
+{{- $pool := index $.Values.pools $block.pool }}
+{{- if not (and $pool $pool.enabled) }}
+{{- fail (printf "%s.pool: pool %q is not defined or not enabled in `pools`; enabled pools: %s" $key $block.pool (join ", " $enabled)) }}
+{{- end }}
+{{- $serve := default dict $block.serve }}
+{{- if and $serve.num_replicas $serve.autoscaling_config }}
+{{- fail (printf "%s.serve: set num_replicas or autoscaling_config, not both (set the other to null in your values file)" $key) }}
+{{- end }}
+{{- with $serve.autoscaling_config }}
+{{- $min := ternary .min_replicas 1 (hasKey . "min_replicas") }}
+{{- $max := ternary .max_replicas 1 (hasKey . "max_replicas") }}
+{{- if gt (float64 $min) (float64 $max) }}
+{{- fail (printf "%s.serve.autoscaling_config: min_replicas (%v) > max_replicas (%v)" $key $min $max) }}
+{{- end }}
+{{- end }}
+{{- $gpus := float64 (default 0 (dig "ray_actor_options" "num_gpus" 0 $serve)) }}
+{{- if gt $gpus (float64 (default 0 $pool.gpus)) }}
+{{- fail (printf "%s.serve.ray_actor_options.num_gpus (%v) exceeds the GPUs of one pod of pool %q (pools.%s.gpus = %v)" $key $gpus $block.pool $block.pool (default 0 $pool.gpus)) }}
+{{- end }}
+{{- end }}
+{{- end }}

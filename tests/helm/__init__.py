@@ -1,0 +1,1 @@
+"""Tests of the Helm chart helm/avatar-serve (need helm; skip cleanly without it)."""
