@@ -33,9 +33,6 @@ class AutoscalingConfig(_Strict):
     )
     upscale_delay_s: float = Field(30.0, ge=0, le=3600, description="Wait before scaling up")
     downscale_delay_s: float = Field(600.0, ge=0, le=86400, description="Wait before scaling down")
-    metrics_interval_s: float = Field(
-        10.0, gt=0, le=600, description="How often replicas report load"
-    )
     look_back_period_s: float = Field(
         30.0, gt=0, le=3600, description="Window over which load is averaged"
     )

@@ -5,7 +5,6 @@ every stream itself (`RayStages`) and forwards sentence by sentence. The API log
 `services.api` / `services.conversation`; this file only maps HTTP and WebSocket onto it.
 """
 
-
 import asyncio
 import contextlib
 import json

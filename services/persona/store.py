@@ -134,19 +134,28 @@ class TranscriptStore(ABC):
         session_id: str | None = None,
         persona_id: str | None = None,
         status: str | None = None,
+        finished: bool | None = None,
         limit: int = 100,
     ) -> list[TurnRecord]:
-        """The most recent `limit` matching turns, oldest first."""
+        """The most recent `limit` matching turns, oldest first. `finished` True/False keeps only
+        finished / still-"started" turns."""
 
     @abstractmethod
     def close(self) -> None:
         """Release the connection."""
 
-    def history(self, session_id: str, limit: int = 10) -> list[ChatMessage]:
+    def history(
+        self, session_id: str, limit: int = 10, *, include_unfinished: bool = False
+    ) -> list[ChatMessage]:
         """The session's last `limit` turns as chat messages (user, then assistant if it
-        replied), oldest first: the conversation state a replica needs to resume a session."""
+        replied), oldest first: the conversation state a replica needs to resume a session.
+
+        Turns still "started" are left out by default: one is usually the turn being processed
+        right now (its text is the new user message), and a crashed one has no reply to pair.
+        """
         messages: list[ChatMessage] = []
-        for record in self.turns(session_id=session_id, limit=limit):
+        finished = None if include_unfinished else True
+        for record in self.turns(session_id=session_id, finished=finished, limit=limit):
             messages.append(ChatMessage("user", record.user_text))
             if record.reply and record.status == "ok":
                 messages.append(ChatMessage("assistant", record.reply))
@@ -179,7 +188,11 @@ def _select(where: list[str], placeholder: str) -> str:
 
 
 def _filters(
-    session_id: str | None, persona_id: str | None, status: str | None, placeholder: str
+    session_id: str | None,
+    persona_id: str | None,
+    status: str | None,
+    finished: bool | None,
+    placeholder: str,
 ) -> tuple[list[str], list[Any]]:
     where, params = [], []
     pairs = (("session_id", session_id), ("persona_id", persona_id), ("status", status))
@@ -187,6 +200,9 @@ def _filters(
         if value is not None:
             where.append(f"{column} = {placeholder}")
             params.append(value)
+    if finished is not None:
+        where.append(f"status {'<>' if finished else '='} {placeholder}")
+        params.append(STARTED)
     return where, params
 
 
@@ -283,9 +299,10 @@ class SQLiteTranscriptStore(TranscriptStore):
         session_id: str | None = None,
         persona_id: str | None = None,
         status: str | None = None,
+        finished: bool | None = None,
         limit: int = 100,
     ) -> list[TurnRecord]:
-        where, params = _filters(session_id, persona_id, status, "?")
+        where, params = _filters(session_id, persona_id, status, finished, "?")
         with self._lock:
             rows = self._conn.execute(_select(where, "?"), (*params, int(limit))).fetchall()
         return [
@@ -425,9 +442,10 @@ class PostgresTranscriptStore(TranscriptStore):
         session_id: str | None = None,
         persona_id: str | None = None,
         status: str | None = None,
+        finished: bool | None = None,
         limit: int = 100,
     ) -> list[TurnRecord]:
-        where, params = _filters(session_id, persona_id, status, "%s")
+        where, params = _filters(session_id, persona_id, status, finished, "%s")
         rows, _ = self._execute(_select(where, "%s"), (*params, int(limit)))
         return [
             TurnRecord(

@@ -239,8 +239,17 @@ def _local_matrix(node: dict[str, Any]) -> np.ndarray:
     return m
 
 
-def _part_of(names: list[str]) -> int:
+# Transparent overlay shells some rigs put over the eyes (Character Creator, MetaHuman-likes);
+# drawn opaque they would hide the eyes, so they are left out.
+_OVERLAY_WORDS = ("occlusion", "tearline", "tear_line", "cornea", "eyeshadow", "eye_shadow")
+
+
+def _part_of(names: list[str]) -> int | None:
+    """The part a primitive belongs to, judged by its node, mesh and material names; None for
+    an overlay that is not drawn."""
     text = " ".join(names).lower()
+    if any(w in text for w in _OVERLAY_WORDS):
+        return None
     if "teeth" in text or "tooth" in text:
         return PART_TEETH
     if "tongue" in text:
@@ -249,7 +258,7 @@ def _part_of(names: list[str]) -> int:
         return PART_HAIR
     if any(w in text for w in ("outfit", "cloth", "shirt", "jacket", "footwear", "glasses")):
         return PART_CLOTH
-    if "eye" in text and not any(w in text for w in ("lid", "socket", "shadow", "occlusion")):
+    if "eye" in text and not any(w in text for w in ("lid", "socket", "brow")):
         return PART_EYE
     return PART_SKIN
 
@@ -463,6 +472,10 @@ class _GltfReader:
             for prim in mesh.get("primitives", []):
                 if prim.get("mode", 4) != 4 or "POSITION" not in prim.get("attributes", {}):
                     continue  # points/lines/strips carry no face surface worth drawing
+                material = materials[prim["material"]] if "material" in prim else {}
+                part = _part_of([*names, mesh.get("name", ""), material.get("name", "")])
+                if part is None:
+                    continue
                 attrs = prim["attributes"]
                 pos = self.accessor(attrs["POSITION"]).astype(np.float64)
                 world_pos = pos @ linear.T + matrix[:3, 3]
@@ -472,6 +485,11 @@ class _GltfReader:
                 else:
                     tri = np.arange(count, dtype=np.uint32)
                 tri = tri[: len(tri) - len(tri) % 3]
+                if len(tri) and int(tri.max()) >= count:
+                    raise BackendError(
+                        f"avatar asset {self.path!r}: mesh {mesh_index} indexes vertex "
+                        f"{int(tri.max())} of {count}"
+                    )
                 if det < 0:  # a mirroring transform flips the winding
                     tri = tri.reshape(-1, 3)[:, ::-1].reshape(-1)
                 if "NORMAL" in attrs:
@@ -479,8 +497,6 @@ class _GltfReader:
                 else:
                     nrm = _vertex_normals(world_pos, tri)
                 nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
-                material = materials[prim["material"]] if "material" in prim else {}
-                part = _part_of([*names, mesh.get("name", ""), material.get("name", "")])
                 rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
                 for t_index, target in enumerate(prim.get("targets", [])):
                     if t_index >= len(target_names):

@@ -127,7 +127,8 @@ void main() {
                + mix(vec3(0.10, 0.09, 0.09), vec3(0.22, 0.23, 0.26), sky)
                + vec3(1.0, 0.97, 0.94) * rim * 0.15;
     vec3 h = normalize(key_dir + view);
-    float spec = pow(max(dot(n, h), 0.0), shininess) * spec_strength * key;
+    // Painted brows are hair: matte, or the key highlight greys them out.
+    float spec = pow(max(dot(n, h), 0.0), shininess) * spec_strength * key * (1.0 - v_brow);
     // v_light: baked visibility from the camera side; ~0 inside the mouth and behind the head.
     float occlusion = mix(0.04, 1.0, v_light * v_light);
     vec3 color = (base * light + vec3(spec) * v_light) * cavity * occlusion;

@@ -30,8 +30,7 @@ def one_turn(url: str) -> int:
 
 def test_a_stage_scales_up_under_load_and_back_down(serve_instance):
     port, state_dir = serve_instance
-    fast = {"upscale_delay_s": 0.5, "downscale_delay_s": 3, "metrics_interval_s": 0.25,
-            "look_back_period_s": 1.0}  # fmt: skip
+    fast = {"upscale_delay_s": 0.5, "downscale_delay_s": 3, "look_back_period_s": 1.0}  # fmt: skip
     config = fake_app_config(
         "scaling",
         port,
@@ -39,8 +38,12 @@ def test_a_stage_scales_up_under_load_and_back_down(serve_instance):
         pipeline={"tts": {"backend": "fake", "options": {"latency_s": 0.4}}},
         deployments={
             "tts": {
-                "autoscaling_config": {"min_replicas": 1, "max_replicas": 3,
-                                       "target_ongoing_requests": 1, **fast},  # fmt: skip
+                "autoscaling_config": {
+                    "min_replicas": 1,
+                    "max_replicas": 3,
+                    "target_ongoing_requests": 1,
+                    **fast,
+                },  # fmt: skip
                 "max_ongoing_requests": 2,
                 "max_queued_requests": -1,
             },

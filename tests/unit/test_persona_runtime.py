@@ -43,11 +43,17 @@ def second_pack(root: Path, persona_id: str = "theo-brandt") -> Path:
         greeting="Hello! I'm an AI version of Theo Brandt. Ask me about cooking.",
         topics_to_avoid=[{"name": "recipes_secret", "keywords": ["secret sauce"]}],
         voice={"piper_voice": "voices/theo.onnx", "speed": 0.9},
-        look={"asset_path": "heads/theo.glb", "skin_rgb": [0.6, 0.45, 0.35],
-              "background_rgb": [0.9, 0.9, 0.85]},
+        look={
+            "asset_path": "heads/theo.glb",
+            "skin_rgb": [0.6, 0.45, 0.35],
+            "background_rgb": [0.9, 0.9, 0.85],
+        },
     )
-    config["consent"] = dict(config["consent"], granted_by="Theo Brandt (fictional)",
-                             scope=["statements", "voice", "likeness"])
+    config["consent"] = dict(
+        config["consent"],
+        granted_by="Theo Brandt (fictional)",
+        scope=["statements", "voice", "likeness"],
+    )
     config["retrieval"] = {"min_score": 0.2, "top_k": 2, "prompt_statements": 2}
     corpus = {
         "kitchen.md": (
@@ -221,8 +227,9 @@ def test_post_filter_keeps_ordinary_sentences(runtime: PersonaRuntime, sentence:
 
 
 def test_turn_plan_invariants() -> None:
-    common = dict(persona_id="p", sources=(), disclosure={}, voice=None, speed=1.0,
-                  look=AvatarLook())
+    common = dict(
+        persona_id="p", sources=(), disclosure={}, voice=None, speed=1.0, look=AvatarLook()
+    )
     with pytest.raises(ValueError):
         TurnPlan(kind="answer", messages=None, canned_reply="x", **common)
     with pytest.raises(ValueError):

@@ -1,0 +1,231 @@
+"""Transcript store against a real PostgreSQL server that this test starts and stops.
+
+The server is Debian's `postgresql` (15 here): `initdb` into a fresh temp folder, `pg_ctl start`
+on a free loopback port with its unix socket in that folder, one database, the store tests, then
+`pg_ctl stop`. PostgreSQL refuses to run as root, so under root the server runs as the `postgres`
+system user (`runuser`), and the folder is made outside pytest's tmp_path, whose root-only parent
+folders that user cannot enter. Skipped, with the reason, only where no server can be started.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+psycopg = pytest.importorskip("psycopg", reason="pip install 'psycopg[binary]'")
+
+from services.persona.corpus import Source  # noqa: E402
+from services.persona.store import (  # noqa: E402
+    PostgresTranscriptStore,
+    UnknownTurnError,
+    open_store,
+)
+from services.types import ChatMessage  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _pg_bin() -> Path | None:
+    candidates = [os.environ.get("PG_BIN", "")]
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    found = shutil.which("initdb")
+    if found:
+        candidates.append(str(Path(found).parent))
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "initdb").is_file():
+            return Path(candidate)
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run(cmd: list[str], run_as: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([*run_as, *cmd], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """Start PostgreSQL; yield a DSN of its maintenance database `postgres`."""
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+    run_as: list[str] = []
+    owner = None
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server as")
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root and runuser is missing")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    base = Path(tempfile.mkdtemp(prefix="avatar-pg-"))
+    data, sock, log = base / "data", base / "sock", base / "server.log"
+    sock.mkdir()
+    if owner is not None:
+        for path in (base, sock):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+    started = False
+    try:
+        init = _run(
+            [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+             "-E", "UTF8", "--locale=C"],
+            run_as,
+        )
+        if init.returncode != 0:
+            pytest.skip(f"initdb failed: {init.stderr.strip()[-300:]}")
+        for _ in range(3):  # the free port may be taken between choosing and binding
+            port = _free_port()
+            options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1"
+            start = _run(
+                [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
+                 "-o", options, "start"],
+                run_as,
+            )
+            if start.returncode == 0:
+                started = True
+                break
+        if not started:
+            detail = log.read_text()[-400:] if log.exists() else start.stderr
+            pytest.skip(f"PostgreSQL did not start: {detail.strip()}")
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        if started:
+            _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], run_as)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _create_db(server_dsn: str, name: str) -> str:
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return server_dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def dsn(server: str, request: pytest.FixtureRequest) -> str:
+    return _create_db(server, f"t_{request.node.name[:40].lower()}".replace("[", "_"))
+
+
+def test_open_store_uses_postgres_and_turn_lifecycle(dsn: str) -> None:
+    with open_store(dsn) as store:
+        assert isinstance(store, PostgresTranscriptStore)
+        turn = store.begin_turn("maya-castellan", "s1", "Why did you go remote?")
+        (started,) = store.turns(session_id="s1")
+        assert (started.turn_id, started.status, started.reply) == (turn, "started", None)
+        source = Source("remote-work.md#1", "remote-work.md", "Fernwick has been remote...", 0.61)
+        store.finish_turn(turn, "Since 2019.", [source], {"total_s": 1.7}, kind="answer")
+        (done,) = store.turns(session_id="s1")
+        assert (done.status, done.kind, done.reply) == ("ok", "answer", "Since 2019.")
+        assert done.sources[0]["id"] == "remote-work.md#1" and done.timings == {"total_s": 1.7}
+        assert done.started_at.tzinfo is not None and done.finished_at >= done.started_at
+        with pytest.raises(UnknownTurnError):
+            store.finish_turn("missing", "x")
+        with pytest.raises(ValueError):
+            store.finish_turn(turn, "x", status="bogus")
+
+    # The rows are in the database, not in the client: a SQL reader sees them as JSONB.
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT sources->0->>'source', timings->>'total_s' FROM persona_turns"
+        ).fetchone()
+    assert row == ("remote-work.md", "1.7")
+
+
+def test_history_and_filters(dsn: str) -> None:
+    with PostgresTranscriptStore(dsn) as store:
+        for i in range(4):
+            turn = store.begin_turn("maya-castellan", "s1", f"q{i}")
+            store.finish_turn(turn, f"a{i}", status="ok" if i != 2 else "timeout")
+        store.begin_turn("theo-brandt", "s2", "other")
+        store.begin_turn("maya-castellan", "s1", "in flight")
+        assert store.history("s1", limit=2) == [
+            ChatMessage("user", "q2"),
+            ChatMessage("user", "q3"),
+            ChatMessage("assistant", "a3"),
+        ]
+        assert [t.user_text for t in store.turns(status="started")] == ["other", "in flight"]
+        assert [t.user_text for t in store.turns(persona_id="theo-brandt")] == ["other"]
+        assert len(store.turns(limit=3)) == 3
+
+
+def test_user_text_survives_a_replica_dying_mid_turn(dsn: str) -> None:
+    code = (
+        "import os; from services.persona.store import open_store; "
+        f"s = open_store({dsn!r}); "
+        "print(s.begin_turn('maya-castellan', 'crash', 'said before the crash'), flush=True); "
+        "os._exit(1)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result.stderr
+    with open_store(dsn) as survivor:
+        (turn,) = survivor.turns(session_id="crash")
+    assert turn.turn_id == result.stdout.strip()
+    assert (turn.status, turn.user_text) == ("started", "said before the crash")
+
+
+def test_replicas_start_together_and_write_concurrently(dsn: str) -> None:
+    stores: list[PostgresTranscriptStore] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            stores.append(PostgresTranscriptStore(dsn))  # each runs CREATE TABLE IF NOT EXISTS
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    openers = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in openers:
+        thread.start()
+    for thread in openers:
+        thread.join()
+    assert not errors and len(stores) == 4
+
+    def work(store: PostgresTranscriptStore, worker: int) -> None:
+        for i in range(15):
+            turn = store.begin_turn("p", f"s{worker}", f"{worker}-{i}")
+            store.finish_turn(turn, "ok", timings={"i": i})
+
+    workers = [threading.Thread(target=work, args=(stores[w % 4], w)) for w in range(8)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    rows = stores[0].turns(limit=1000)
+    assert len(rows) == 120 and {r.status for r in rows} == {"ok"}
+    assert len({r.seq for r in rows}) == 120
+    for store in stores:
+        store.close()
+
+
+def test_reconnects_after_the_server_drops_the_connection(dsn: str) -> None:
+    with PostgresTranscriptStore(dsn) as store:
+        store.begin_turn("p", "s", "before")
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        # The first statement after the drop fails on the dead connection, is retried once on
+        # a new one, and succeeds.
+        store.begin_turn("p", "s", "after")
+        assert [t.user_text for t in store.turns(session_id="s")] == ["before", "after"]

