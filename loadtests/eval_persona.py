@@ -15,7 +15,8 @@ declines to invent facts. Metrics:
 - `latency_ms`: retrieval (embed + search) and whole `plan_turn`, p50/p95 over `--repeat` passes.
 
 Run: `python -m loadtests.eval_persona` (builds the index into a temp folder with MiniLM;
-`--embedder hashing` runs without torch, for a smoke test only).
+`--embedder hashing` runs without torch, for a smoke test only). The question file's `dev` split
+(`--split dev`) is the one `min_score` was chosen on; the default split is held out.
 """
 
 from __future__ import annotations

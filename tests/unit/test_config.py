@@ -42,6 +42,13 @@ def test_every_registered_backend_builds_without_loading():
             assert backend.health()["backend"] == name
 
 
+@pytest.mark.parametrize("name", ["local", "gpu"])
+def test_shipped_configs_are_valid(name):
+    config = load_app_config(f"deployments/configs/{name}.yaml")
+    for stage in ("asr", "llm", "tts", "render"):
+        config.pipeline.stage(stage).validated_options()
+
+
 def test_local_yaml_is_valid_and_matches_the_pipeline_loader():
     app = load_app_config("deployments/configs/local.yaml")
     assert app.pipeline == load_pipeline_config("deployments/configs/local.yaml")
