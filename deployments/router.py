@@ -8,6 +8,8 @@ every stream itself (`RayStages`) and forwards sentence by sentence. The API log
 import asyncio
 import contextlib
 import json
+import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -17,6 +19,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.config import AppConfig
+from deployments.metrics import ray_telemetry
 from services.api import ApiError, parse_turn_request
 from services.config import TurnSettings
 from services.conversation import Conversation
@@ -93,7 +96,19 @@ class Router:
             store,
             fps=self.config.pipeline.render.validated_options().fps,
             max_sessions=self.config.limits.max_sessions,
+            telemetry=ray_telemetry(),
         )
+        # A Ray gauge vanishes ~30 s after its last set(): refresh it while the replica lives.
+        threading.Thread(target=self._report_sessions, daemon=True).start()
+
+    def _report_sessions(self) -> None:
+        while True:
+            try:
+                count = self.conversation.sessions.count()
+                self.conversation.telemetry.set("avatar_sessions_active", count)
+            except Exception:  # noqa: BLE001 - a metrics hiccup must not kill the replica
+                pass
+            time.sleep(5)
 
     @app.get("/healthz", summary="Liveness: the router answers")
     async def healthz(self) -> dict[str, str]:

@@ -1,16 +1,19 @@
 """The four stage deployments: thin shims that build a `services/` backend from config.
 
 Each replica builds and loads its backend once, runs blocking model calls in a worker thread
-(so the replica keeps answering health checks and other requests), and reports health to
-Serve. The class is decorated with Serve options by `deployments.app`, from config.
+(so the replica keeps answering health checks and other requests), records the stage and
+backend metrics, and reports health to Serve. The class is decorated with Serve options by
+`deployments.app`, from config.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from deployments.metrics import ray_telemetry
 from services.config import StageConfig, TurnSettings
 from services.orchestrator import llm_sentences
 from services.registry import create_backend
@@ -28,14 +31,23 @@ from services.types import (
 
 
 class StageDeployment:
-    """Shared lifecycle: build + load the backend, answer health checks."""
+    """Shared lifecycle: build + load the backend, record metrics, answer health checks."""
 
     stage = ""
 
     def __init__(self, stage_config: dict[str, Any]) -> None:
         config = StageConfig(stage=self.stage, **stage_config)
+        self.backend_name = config.backend
         self.backend = create_backend(self.stage, config.backend, config.options)
         self.backend.load()
+        self.telemetry = ray_telemetry()
+        self._in_flight = [0]
+
+    def call(self):
+        return self.telemetry.stage_call(self.stage, self.backend_name, self._in_flight)
+
+    def figure(self, name: str, value: float) -> None:
+        self.telemetry.observe(name, value, backend=self.backend_name)
 
     async def health(self) -> dict[str, Any]:
         return {"stage": self.stage, **self.backend.health()}
@@ -50,7 +62,12 @@ class ASRDeployment(StageDeployment):
     stage = "asr"
 
     async def transcribe(self, audio: AudioChunk) -> Transcript:
-        return await asyncio.to_thread(self.backend.transcribe, audio)
+        with self.call():
+            start = time.perf_counter()
+            transcript = await asyncio.to_thread(self.backend.transcribe, audio)
+            if audio.duration_s:
+                self.figure("avatar_asr_rtf", (time.perf_counter() - start) / audio.duration_s)
+            return transcript
 
 
 class LLMDeployment(StageDeployment):
@@ -60,15 +77,32 @@ class LLMDeployment(StageDeployment):
         self, messages: Sequence[ChatMessage], turn: TurnSettings
     ) -> AsyncIterator[ReplyChunk]:
         # Only whole sentences cross the network: one message per sentence, not per token.
-        async for chunk in iterate_in_thread(lambda: llm_sentences(self.backend, messages, turn)):
-            yield chunk
+        with self.call():
+            start, tokens = time.perf_counter(), 0
+            chunks = iterate_in_thread(lambda: llm_sentences(self.backend, messages, turn))
+            async for chunk in chunks:
+                if chunk.first_token_s is not None:
+                    self.figure("avatar_llm_time_to_first_token_seconds", chunk.first_token_s)
+                tokens += chunk.tokens
+                yield chunk
+            elapsed = time.perf_counter() - start
+            self.telemetry.inc("avatar_llm_tokens", tokens, backend=self.backend_name)
+            if tokens and elapsed > 0:
+                self.figure("avatar_llm_tokens_per_second", tokens / elapsed)
 
 
 class TTSDeployment(StageDeployment):
     stage = "tts"
 
     async def synthesize(self, text: str, voice: str | None, speed: float) -> SpeechChunk:
-        return await asyncio.to_thread(self.backend.synthesize, text, voice=voice, speed=speed)
+        with self.call():
+            start = time.perf_counter()
+            speech = await asyncio.to_thread(
+                self.backend.synthesize, text, voice=voice, speed=speed
+            )
+            if speech.duration_s:
+                self.figure("avatar_tts_rtf", (time.perf_counter() - start) / speech.duration_s)
+            return speech
 
 
 class RenderDeployment(StageDeployment):
@@ -77,12 +111,17 @@ class RenderDeployment(StageDeployment):
     async def render(
         self, speech: SpeechChunk, look: AvatarLook | None
     ) -> AsyncIterator[VideoFrame]:
-        frames = iterate_in_thread(lambda: map(to_jpeg, self.backend.render(speech, look=look)))
-        async for frame in frames:
-            yield frame
-
-    async def fps(self) -> float:
-        return self.backend.fps
+        with self.call():
+            start, frames = time.perf_counter(), 0
+            encoded = iterate_in_thread(
+                lambda: map(to_jpeg, self.backend.render(speech, look=look))
+            )
+            async for frame in encoded:
+                frames += 1
+                yield frame
+            elapsed = time.perf_counter() - start
+            if frames and elapsed > 0:
+                self.figure("avatar_render_fps", frames / elapsed)
 
 
 STAGE_CLASSES = {

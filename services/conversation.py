@@ -14,6 +14,7 @@ from services.api import ApiError, TurnInput
 from services.config import TurnSettings
 from services.orchestrator import Planner, Stages, TurnInputError, TurnResult, run_turn
 from services.sessions import Session, SessionStore, UnknownSessionError
+from services.telemetry import Telemetry
 from services.types import ChatMessage, ReplyChunk
 from services.wire import error_json, event_json
 
@@ -27,6 +28,7 @@ class Conversation:
         sessions: where session state lives.
         fps: the render stage's frame rate (told to clients in the `session` event).
         max_sessions: open sessions at most (more is a 503).
+        telemetry: where turn metrics go (default: nowhere).
     """
 
     def __init__(
@@ -37,9 +39,11 @@ class Conversation:
         *,
         fps: float,
         max_sessions: int = 1000,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.stages, self.turn, self.sessions = stages, turn, sessions
         self.fps, self.max_sessions = fps, max_sessions
+        self.telemetry = telemetry or Telemetry()
 
     def session_event(self, session: Session) -> dict[str, Any]:
         return {"type": "session", "session_id": session.id, "persona_id": session.persona_id,
@@ -75,6 +79,7 @@ class Conversation:
         history = self.sessions.history(session.id, limit=2 * self.turn.history_turns)
         reply: list[str] = []
         user_text = request.text
+        persona = session.persona_id or "default"
         try:
             async for event in run_turn(
                 self.stages,
@@ -88,12 +93,16 @@ class Conversation:
                     reply.append(event.text)
                 elif isinstance(event, TurnResult):
                     user_text = event.transcript.text
+                    self.telemetry.turn_completed(persona, event.timings, self.fps)
                 yield event_json(event)
         except TurnInputError as exc:
+            self.telemetry.turn_failed(persona, rejected=False)
             yield error_json(422, str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - any stage failure ends the stream cleanly
-            yield error_json(_status_of(exc), f"{type(exc).__name__}: {exc}".splitlines()[0])
+            status = _status_of(exc)
+            self.telemetry.turn_failed(persona, rejected=status == 503)
+            yield error_json(status, f"{type(exc).__name__}: {exc}".splitlines()[0])
             return
         self.sessions.append(
             session.id, ChatMessage("user", user_text), ChatMessage("assistant", " ".join(reply))

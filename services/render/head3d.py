@@ -64,8 +64,8 @@ out vec3 v_diffuse;
 out float v_spec;
 out vec3 v_normal;
 out vec3 v_view;
-const vec3 KEY_DIR = vec3(0.3629, 0.4436, 0.8064);  // normalize(0.45, 0.55, 1.0)
-const vec3 FILL_DIR = vec3(-0.7448, 0.1064, 0.6384);
+const vec3 KEY_DIR = vec3(0.3668, 0.4483, 0.8151);  // normalize(0.45, 0.55, 1.0)
+const vec3 FILL_DIR = vec3(-0.7548, 0.1078, 0.647);
 const vec3 RIM_DIR = vec3(0.0, 0.5145, -0.8575);
 void main() {
     vec4 world = u_model * vec4(in_pos, 1.0);
@@ -116,7 +116,7 @@ in vec3 v_view;
 out vec4 f_color;
 const vec3 IRIS = vec3(0.13, 0.058, 0.02);
 const vec3 SCLERA = vec3(0.81, 0.77, 0.70);
-const vec3 KEY_DIR = vec3(0.3629, 0.4436, 0.8064);
+const vec3 KEY_DIR = vec3(0.3668, 0.4483, 0.8151);
 void main() {
     vec3 face = mix(mix(u_skin, u_skin * vec3(0.78, 0.42, 0.42), v_lip),
                     u_skin * vec3(0.12, 0.08, 0.06), v_brow);
