@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from services.config import PipelineConfig, read_yaml
+from services.config import PersonaSettings, PipelineConfig, read_yaml
 
 STAGES = ("asr", "llm", "tts", "render")
 DEPLOYMENTS = (*STAGES, "router")
@@ -159,6 +159,9 @@ class AppConfig(_Strict):
     http: HttpOptions = Field(default_factory=HttpOptions, description="HTTP listener")
     state: StateOptions = Field(default_factory=StateOptions, description="Session state")
     limits: ApiLimits = Field(default_factory=ApiLimits, description="API input bounds")
+    personas: PersonaSettings = Field(
+        default_factory=PersonaSettings, description="Personas and the turn audit log"
+    )
 
     @model_validator(mode="after")
     def _known_deployments(self) -> AppConfig:

@@ -23,6 +23,7 @@ from deployments.metrics import ray_telemetry
 from services.api import ApiError, parse_turn_request
 from services.config import TurnSettings
 from services.conversation import Conversation
+from services.persona.planner import Personas
 from services.sessions import SessionStore
 from services.socket_session import SocketSession
 from services.types import AudioChunk, AvatarLook, ChatMessage, SpeechChunk, Transcript
@@ -97,6 +98,7 @@ class Router:
             fps=self.config.pipeline.render.validated_options().fps,
             max_sessions=self.config.limits.max_sessions,
             telemetry=ray_telemetry(),
+            personas=Personas(self.config.personas),
         )
         # A Ray gauge vanishes ~30 s after its last set(): refresh it while the replica lives.
         threading.Thread(target=self._report_sessions, daemon=True).start()
@@ -141,7 +143,7 @@ class Router:
             return _error(ApiError(400, f"malformed JSON: {exc}"))
         except ApiError as exc:
             return _error(exc)
-        return JSONResponse({"session_id": session.id, "persona_id": session.persona_id}, 201)
+        return JSONResponse(self.conversation.session_event(session), 201)
 
     @app.get("/v1/sessions/{session_id}", summary="A session and its history")
     async def get_session(self, session_id: str) -> JSONResponse:

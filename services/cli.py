@@ -125,7 +125,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable] = [_add_talk, _add_serve, _add_backends]
+def _add_persona(sub) -> None:
+    from services.persona.cli import add_persona_commands
+
+    add_persona_commands(sub)
+
+
+COMMANDS: list[Callable] = [_add_talk, _add_serve, _add_backends, _add_persona]
 
 
 def build_parser() -> argparse.ArgumentParser:

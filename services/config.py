@@ -6,8 +6,9 @@ describes the whole app and the same stage settings drive both the library and t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -94,6 +95,37 @@ class TurnSettings(_Strict):
     max_audio_s: float = Field(30.0, gt=0, le=600, description="Longest accepted user audio")
 
 
+class PersonaSettings(_Strict):
+    """Which personas the app serves and where their turns are logged."""
+
+    default: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Persona of sessions that name none (None = plain chat, no persona)",
+    )
+    packs_dir: str | None = Field(
+        None, description="Folder of persona packs (None = $AVATAR_PERSONA_DIR or the bundled)"
+    )
+    index_dir: str | None = Field(
+        None, description="Retrieval indexes (None = $AVATAR_PERSONA_INDEX_DIR or a user cache)"
+    )
+    embedder: Literal["minilm", "hashing"] = Field(
+        "minilm", description="Sentence embedder (hashing: model-free, for tests only)"
+    )
+    transcripts_dsn: str | None = Field(
+        None, max_length=2000, description="PostgreSQL DSN of the audit log (None = SQLite)"
+    )
+    transcripts_path: str = Field(
+        "~/.cache/avatar-serve/transcripts.sqlite3",
+        min_length=1,
+        description="SQLite audit log when no DSN is set",
+    )
+
+    def resolved_packs_dir(self) -> str | None:
+        return self.packs_dir or os.environ.get("AVATAR_PERSONA_DIR")
+
+
 class PipelineConfig(_Strict):
     """The four stages and the turn bounds."""
 
@@ -128,6 +160,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
     return data
+
+
+def load_persona_settings(path: str | Path | None) -> PersonaSettings:
+    """The `personas:` section of an app config file."""
+    if path is None:
+        return PersonaSettings()
+    try:
+        return PersonaSettings(**read_yaml(path).get("personas", {}))
+    except ValidationError as exc:
+        raise ValueError(f"{path}: personas: {exc}") from None
 
 
 def load_pipeline_config(path: str | Path | None) -> PipelineConfig:

@@ -1,8 +1,9 @@
 """Sessions + turns: what the router does per request, without any Ray in it.
 
 A `Conversation` binds the turn orchestrator to a `Stages` implementation (Ray handles in the
-router, local backends in tests) and a `SessionStore`, so a session's history survives the
-router replica that served its last turn.
+router, local backends in tests), a `SessionStore` (so a session's history survives the router
+replica that served its last turn) and, optionally, the personas: a session with a persona is
+planned, guarded and logged by it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from typing import Any
 
 from services.api import ApiError, TurnInput
 from services.config import TurnSettings
-from services.orchestrator import Planner, Stages, TurnInputError, TurnResult, run_turn
+from services.orchestrator import Stages, TurnInputError, TurnResult, run_turn, speak
 from services.sessions import Session, SessionStore, UnknownSessionError
 from services.telemetry import Telemetry
 from services.types import ChatMessage, ReplyChunk
 from services.wire import error_json, event_json
+
+PLAIN_DISCLOSURE: dict[str, Any] = {"ai_generated": True, "persona_id": None}
 
 
 class Conversation:
@@ -29,6 +32,7 @@ class Conversation:
         fps: the render stage's frame rate (told to clients in the `session` event).
         max_sessions: open sessions at most (more is a 503).
         telemetry: where turn metrics go (default: nowhere).
+        personas: `services.persona.planner.Personas`, or None for plain chat only.
     """
 
     def __init__(
@@ -40,21 +44,44 @@ class Conversation:
         fps: float,
         max_sessions: int = 1000,
         telemetry: Telemetry | None = None,
+        personas=None,
     ) -> None:
         self.stages, self.turn, self.sessions = stages, turn, sessions
         self.fps, self.max_sessions = fps, max_sessions
         self.telemetry = telemetry or Telemetry()
+        self.personas = personas
+
+    def disclosure(self, session: Session) -> dict[str, Any]:
+        if self.personas is None or session.persona_id is None:
+            return PLAIN_DISCLOSURE
+        return self.personas.disclosure(session.persona_id)
 
     def session_event(self, session: Session) -> dict[str, Any]:
-        return {"type": "session", "session_id": session.id, "persona_id": session.persona_id,
-                "fps": self.fps}  # fmt: skip
+        return {
+            "type": "session",
+            "session_id": session.id,
+            "persona_id": session.persona_id,
+            "fps": self.fps,
+            "disclosure": self.disclosure(session),
+        }
 
     def open_session(self, persona_id: str | None = None) -> Session:
+        persona_id = self._persona(persona_id)
         if self.sessions.count() >= self.max_sessions:
             self.sessions.purge_expired()
             if self.sessions.count() >= self.max_sessions:
                 raise ApiError(503, f"too many open sessions (limit {self.max_sessions})")
         return self.sessions.create(persona_id)
+
+    def _persona(self, persona_id: str | None) -> str | None:
+        if self.personas is None:
+            if persona_id is not None:
+                raise ApiError(422, "this cluster serves no personas (personas are disabled)")
+            return None
+        try:
+            return self.personas.resolve(persona_id)
+        except KeyError as exc:
+            raise ApiError(404, str(exc).strip("'\"")) from None
 
     def session(self, session_id: str) -> Session:
         try:
@@ -65,12 +92,24 @@ class Conversation:
     def resolve(self, request: TurnInput) -> Session:
         """The session a turn belongs to: the named one (404 if unknown) or a new one."""
         if request.session_id:
-            return self.session(request.session_id)
+            session = self.session(request.session_id)
+            if request.persona_id and request.persona_id != session.persona_id:
+                raise ApiError(409, f"session {session.id} talks to {session.persona_id!r}")
+            return session
         return self.open_session(request.persona_id)
 
-    def planner(self, session: Session) -> Planner | None:
-        """The turn planner for a session (personas plug in here); None = plain chat."""
-        return None
+    def _turns(self, session: Session):
+        if self.personas is None or session.persona_id is None:
+            return None
+        return self.personas.turns(session.persona_id, session.id)
+
+    async def greeting_events(self, session: Session) -> AsyncIterator[dict[str, Any]]:
+        """The session-start turn of a persona: it introduces itself as an AI (spoken too)."""
+        turns = self._turns(session)
+        if turns is None:
+            return
+        async for event in speak(self.stages, self.turn, turns.greeting()):
+            yield event_json(event)
 
     async def turn_events(
         self, session: Session, request: TurnInput
@@ -80,6 +119,7 @@ class Conversation:
         reply: list[str] = []
         user_text = request.text
         persona = session.persona_id or "default"
+        turns = self._turns(session)
         try:
             async for event in run_turn(
                 self.stages,
@@ -87,13 +127,16 @@ class Conversation:
                 audio=request.audio,
                 text=request.text,
                 history=history,
-                planner=self.planner(session),
+                planner=turns,
             ):
                 if isinstance(event, ReplyChunk):
                     reply.append(event.text)
                 elif isinstance(event, TurnResult):
                     user_text = event.transcript.text
+                    event.metadata.setdefault("disclosure", PLAIN_DISCLOSURE)
                     self.telemetry.turn_completed(persona, event.timings, self.fps)
+                    if turns is not None:
+                        turns.finish(event.reply, event.timings)
                 yield event_json(event)
         except TurnInputError as exc:
             self.telemetry.turn_failed(persona, rejected=False)
@@ -102,6 +145,8 @@ class Conversation:
         except Exception as exc:  # noqa: BLE001 - any stage failure ends the stream cleanly
             status = _status_of(exc)
             self.telemetry.turn_failed(persona, rejected=status == 503)
+            if turns is not None:
+                turns.finish(" ".join(reply), {}, status="error")
             yield error_json(status, f"{type(exc).__name__}: {exc}".splitlines()[0])
             return
         self.sessions.append(

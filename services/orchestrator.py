@@ -187,7 +187,24 @@ async def run_turn(
     if not transcript.text.strip():
         raise TurnInputError("no speech was recognised in the audio")
     plan = (planner or (lambda t, h: default_plan(turn, t, h)))(transcript.text, history)
+    async for event in speak(stages, turn, plan, transcript=transcript, clock=clock, audio=audio):
+        yield event
 
+
+async def speak(
+    stages: Stages,
+    turn: TurnSettings,
+    plan: TurnPlan,
+    *,
+    transcript: Transcript | None = None,
+    clock: _Clock | None = None,
+    audio: AudioChunk | None = None,
+) -> AsyncIterator[ReplyChunk | SpeechChunk | VideoFrame | TurnResult]:
+    """Say what `plan` says: reply sentences, their speech and frames, then the `TurnResult`.
+
+    Used on its own for turns with no user input (a session's greeting).
+    """
+    clock = clock or _Clock()
     events: asyncio.Queue = asyncio.Queue()
     texts: asyncio.Queue = asyncio.Queue()
     tasks = [
@@ -220,7 +237,7 @@ async def run_turn(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     yield TurnResult(
-        transcript=transcript,
+        transcript=transcript or Transcript(text=""),
         reply=" ".join(reply),
         timings=_timings(clock, audio, audio_end, frames),
         metadata=dict(plan.metadata),

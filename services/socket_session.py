@@ -1,7 +1,8 @@
 """One WebSocket conversation: the message protocol, independent of Ray.
 
 Client -> server (text messages are JSON objects with a "type"):
-  {"type": "start", "persona_id"?, "session_id"?}  open or resume a session
+  {"type": "start", "persona_id"?, "session_id"?}  open or resume a session; a persona then
+                                                   greets (and discloses it is an AI) aloud
   {"type": "text", "text": "..."}                  a typed turn
   {"type": "audio_start", "format": "file"|"pcm16", "sample_rate"?}, then binary messages with
   the audio (an encoded file, or raw 16-bit mono PCM), then {"type": "audio_end"}: a spoken turn
@@ -58,11 +59,15 @@ class SocketSession:
             raise ApiError(422, 'each text message must be a JSON object with a "type"')
         kind = msg["type"]
         if kind == "start":
-            if msg.get("session_id"):
-                self.session = self.conversation.session(msg["session_id"])
+            resume = msg.get("session_id")
+            if resume:
+                self.session = self.conversation.session(resume)
             else:
                 self.session = self.conversation.open_session(msg.get("persona_id"))
             await self.ws.send_json(self.conversation.session_event(self.session))
+            if not resume:
+                async for event in self.conversation.greeting_events(self.session):
+                    await self.ws.send_json(event)
         elif kind == "text":
             text = msg.get("text")
             if not isinstance(text, str) or not text.strip():

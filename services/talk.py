@@ -6,6 +6,7 @@ turn, writes the MP4 as frames arrive and returns a JSON-able summary.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,14 +116,33 @@ def summarize(result: TurnResult, extra: dict, out: Path | None) -> dict[str, An
     return summary
 
 
+def persona_turns(request: TalkRequest):
+    """The persona planner for this turn (None = plain chat), logged like a cluster turn."""
+    from services.config import load_persona_settings
+
+    settings = load_persona_settings(request.config_path)
+    if not (request.persona or settings.default):
+        return None
+    from services.persona.planner import Personas
+
+    personas = Personas(settings)
+    persona_id = personas.resolve(request.persona)
+    return personas.turns(persona_id, f"cli-{uuid.uuid4().hex[:12]}")
+
+
 def talk_in_process(request: TalkRequest, pipeline: Pipeline | None = None) -> dict[str, Any]:
     """Run one turn in this process and return the JSON summary."""
     audio = read_input_audio(request)
+    turns = persona_turns(request)
     if pipeline is None:
         pipeline = Pipeline.from_config(build_config(request))
     pipeline.load()
-    events = pipeline.run_turn(audio=audio, text=request.text if audio is None else None)
+    events = pipeline.run_turn(
+        audio=audio, text=request.text if audio is None else None, planner=turns
+    )
     result, extra = stream_to_mp4(events, pipeline.render.fps, request.out)
+    if turns is not None:
+        turns.finish(result.reply, result.timings)
     return summarize(result, extra, request.out)
 
 

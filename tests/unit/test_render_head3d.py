@@ -361,6 +361,16 @@ def test_rendering_is_deterministic(renderer) -> None:
     assert [f.blendshapes for f in a] == [f.blendshapes for f in b]
     for fa, fb in zip(a, b, strict=True):
         np.testing.assert_array_equal(fa.rgb, fb.rgb)
+    # Another replica with the same options renders the same frames (any replica, any chunk).
+    from services.render.head3d import HeadRenderer
+
+    other = HeadRenderer(renderer.options)
+    try:
+        c = list(other.render(_speech(start_s=0.4, duration_s=0.8)))
+    finally:
+        other.close()
+    for fa, fc in zip(a, c, strict=True):
+        np.testing.assert_array_equal(fa.rgb, fc.rgb)
 
 
 @pytest.mark.slow
