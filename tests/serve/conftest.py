@@ -37,6 +37,14 @@ def fake_app_config(name: str, port: int, state_dir: Path, **sections) -> AppCon
         deployments=deployments,
         http={"host": "127.0.0.1", "port": port},
         state={"sqlite_path": str(state_dir / f"{name}-sessions.db")},
+        personas=sections.pop(
+            "personas",
+            {
+                "embedder": "hashing",
+                "index_dir": str(state_dir / f"{name}-index"),
+                "transcripts_path": str(state_dir / f"{name}-transcripts.db"),
+            },
+        ),
         **sections,
     )
 

@@ -195,3 +195,29 @@ def test_client_raises_server_errors(fake_app):
     with pytest.raises(ServerError) as info:
         list(turn_events(fake_app, text="hi", session_id="missing"))
     assert info.value.status == 404
+
+
+def test_a_persona_session_greets_and_discloses_over_websocket(fake_app):
+    url = fake_app.replace("http://", "ws://") + "/v1/session"
+
+    async def talk():
+        async with websockets.connect(url, max_size=2**24) as ws:
+            await ws.send(json.dumps({"type": "start", "persona_id": "maya-castellan"}))
+            messages = [json.loads(await ws.recv())]
+            while messages[-1]["type"] not in ("done", "error"):
+                messages.append(json.loads(await ws.recv()))
+            return messages
+
+    messages = asyncio.run(talk())
+    session, done = messages[0], messages[-1]
+    assert session["persona_id"] == "maya-castellan"
+    assert session["disclosure"]["ai_generated"] is True
+    assert done["type"] == "done" and done["metadata"]["kind"] == "greeting"
+    assert "AI version of Maya" in done["reply"]
+    assert any(m["type"] == "frame" for m in messages)
+
+
+def test_unknown_persona_is_a_404(fake_app):
+    response = httpx.post(f"{fake_app}/v1/sessions", json={"persona_id": "nobody"})
+    assert response.status_code == 404
+    assert "maya-castellan" in response.json()["error"]
