@@ -214,6 +214,13 @@ class RetrievalSettings(_Strict):
     """How statements are retrieved for a turn."""
 
     top_k: int = Field(default=3, ge=1, le=10, description="Statements returned as sources.")
+    answer_mode: Literal["generate", "quote"] = Field(
+        default="generate",
+        description=(
+            "generate: the LLM answers from the quoted statements; quote: the twin speaks the "
+            "best statement verbatim (the person's own words; for small LLMs that invent facts)."
+        ),
+    )
     prompt_statements: int = Field(
         default=3, ge=1, le=5, description="Of those, how many go verbatim into the LLM prompt."
     )

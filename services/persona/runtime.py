@@ -86,10 +86,10 @@ class TurnPlan:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown plan kind {self.kind!r}; valid: {', '.join(KINDS)}")
-        if (self.kind == "answer") != (self.messages is not None):
-            raise ValueError("messages are set exactly when kind is 'answer'")
-        if (self.kind == "answer") == (self.canned_reply is not None):
-            raise ValueError("canned_reply is set exactly when kind is not 'answer'")
+        if (self.messages is None) == (self.canned_reply is None):
+            raise ValueError("set exactly one of messages and canned_reply")
+        if self.kind != "answer" and self.messages is not None:
+            raise ValueError("only an 'answer' goes to the LLM")
 
     @property
     def needs_llm(self) -> bool:
@@ -263,6 +263,14 @@ class PersonaRuntime:
                 retrieval_ms=retrieval_ms,
             )
         sources = tuple(hits)
+        if self._retrieval.answer_mode == "quote":
+            return self._plan(
+                "answer",
+                reply=sources[0].text,
+                sources=sources,
+                reason="quote",
+                retrieval_ms=retrieval_ms,
+            )
         grounding = sources[: self._retrieval.prompt_statements]
         return self._plan(
             "answer",
