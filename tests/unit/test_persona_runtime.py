@@ -25,10 +25,31 @@ from services.types import AvatarLook, ChatMessage
 DEMO = PACKS_DIR / "maya-castellan"
 
 
+def demo_copy(root: Path, answer_mode: str) -> Path:
+    """The demo pack with another `retrieval.answer_mode`."""
+    pack = Path(shutil.copytree(DEMO, root / "maya-castellan"))
+    config = yaml.safe_load((pack / "persona.yaml").read_text())
+    config["retrieval"]["answer_mode"] = answer_mode
+    (pack / "persona.yaml").write_text(yaml.safe_dump(config))
+    return pack
+
+
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> PersonaRuntime:
+    """The demo persona answering through the LLM (prompt-building tests)."""
+    pack = demo_copy(tmp_path_factory.mktemp("packs"), "generate")
     index_dir = tmp_path_factory.mktemp("index")
-    return PersonaRuntime.from_pack(load_pack(DEMO), HashingEmbedder(), index_dir)
+    return PersonaRuntime.from_pack(load_pack(pack), HashingEmbedder(), index_dir)
+
+
+def test_quote_mode_speaks_the_best_statement_verbatim(tmp_path: Path) -> None:
+    quoting = PersonaRuntime.from_pack(
+        load_pack(demo_copy(tmp_path, "quote")), HashingEmbedder(), tmp_path / "ix"
+    )
+    plan = quoting.plan_turn("When did you kill the web-only version of the product?", ())
+    assert plan.kind == "answer" and plan.messages is None and plan.reason == "quote"
+    assert plan.canned_reply == plan.sources[0].text
+    assert plan.disclosure["grounded"] is True
 
 
 def second_pack(root: Path, persona_id: str = "theo-brandt") -> Path:
@@ -230,8 +251,12 @@ def test_turn_plan_invariants() -> None:
     common = dict(
         persona_id="p", sources=(), disclosure={}, voice=None, speed=1.0, look=AvatarLook()
     )
-    with pytest.raises(ValueError):
-        TurnPlan(kind="answer", messages=None, canned_reply="x", **common)
+    with pytest.raises(ValueError, match="exactly one"):
+        TurnPlan(kind="answer", messages=None, canned_reply=None, **common)
+    with pytest.raises(ValueError, match="exactly one"):
+        TurnPlan(kind="answer", messages=(ChatMessage("user", "x"),), canned_reply="x", **common)
+    with pytest.raises(ValueError, match="only an 'answer'"):
+        TurnPlan(kind="refusal", messages=(ChatMessage("user", "x"),), canned_reply=None, **common)
     with pytest.raises(ValueError):
         TurnPlan(kind="chat", messages=None, canned_reply="x", **common)
 
