@@ -18,6 +18,7 @@ BACKENDS: dict[str, dict[str, str]] = {
     },
     "llm": {
         "llama_cpp": "services.llm.llama_cpp:LlamaCppLLM",
+        "transformers": "services.llm.transformers_backend:TransformersLLM",
         "fake": "services.llm.fake:FakeLLM",
     },
     "tts": {

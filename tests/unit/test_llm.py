@@ -68,3 +68,20 @@ def test_fake_llm_bounds_and_failures():
         list(failing.stream(MESSAGES, max_tokens=5))
     with pytest.raises(BackendError, match="no messages"):
         list(fake.stream((), max_tokens=5))
+
+
+@pytest.mark.slow
+def test_transformers_backend_streams_on_cpu_from_the_shipped_gguf():
+    pytest.importorskip("transformers", reason="the gpu extra is not installed")
+    pytest.importorskip("gguf", reason="the gpu extra is not installed")
+    llm = create_backend("llm", "transformers", {"device": "cpu"})
+    pieces = list(llm.stream(MESSAGES, max_tokens=12))
+    assert 1 <= len(pieces) <= 12 and "".join(pieces).strip()
+    llm.close()
+
+
+def test_transformers_backend_reports_a_missing_model(tmp_path):
+    pytest.importorskip("transformers", reason="the gpu extra is not installed")
+    llm = create_backend("llm", "transformers", {"model": str(tmp_path / "none.gguf")})
+    with pytest.raises(BackendError, match="not found"):
+        llm.load()
