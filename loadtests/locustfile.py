@@ -354,8 +354,11 @@ class ConversationUser(AvatarUser):
             self.receive(trace, time.time() + TURN_TIMEOUT_S, ("session", "error"))
         except websocket.WebSocketBadStatusException as e:
             status = getattr(e, "status_code", 0)
-            exc = TurnRejected("503 rejected (connect)") if status == 503 else (
-                TurnFailed(f"error {status} (connect)"))  # fmt: skip
+            exc = (
+                TurnRejected("503 rejected (connect)")
+                if status == 503
+                else (TurnFailed(f"error {status} (connect)"))
+            )
         except TurnTimeout as e:
             exc = e
         except (OSError, websocket.WebSocketException, ValueError) as e:
@@ -389,8 +392,11 @@ class ConversationUser(AvatarUser):
         exc: Exception | None = None
         try:
             clip = trace.clip
-            self.ws.send(json.dumps({"type": "audio_start", "format": "pcm16",
-                                     "sample_rate": clip.sample_rate}))  # fmt: skip
+            self.ws.send(
+                json.dumps(
+                    {"type": "audio_start", "format": "pcm16", "sample_rate": clip.sample_rate}
+                )
+            )
             for chunk in clip.chunks():
                 self.ws.send_binary(chunk)
                 if REALTIME:
@@ -441,8 +447,11 @@ class HttpTurnUser(AvatarUser):
             with self.http.post(url, json=body, stream=True, timeout=(10, TURN_TIMEOUT_S)) as r:
                 if r.status_code >= 400:
                     trace.bytes += len(r.content)
-                    exc = TurnRejected("503 rejected (HTTP)") if r.status_code == 503 else (
-                        TurnFailed(f"error {r.status_code} (HTTP)"))  # fmt: skip
+                    exc = (
+                        TurnRejected("503 rejected (HTTP)")
+                        if r.status_code == 503
+                        else (TurnFailed(f"error {r.status_code} (HTTP)"))
+                    )
                     if r.status_code == 404:
                         self.session_id = None  # the session expired: open a new one
                 else:
@@ -460,8 +469,11 @@ class HttpTurnUser(AvatarUser):
         except requests.RequestException as e:
             # A read timeout mid-stream surfaces as a ConnectionError wrapping urllib3's.
             timed_out = isinstance(e, requests.Timeout) or "timed out" in str(e).lower()
-            exc = TurnTimeout(f"timeout after {TURN_TIMEOUT_S:g} s") if timed_out else (
-                TurnFailed(f"connection: {type(e).__name__}"))  # fmt: skip
+            exc = (
+                TurnTimeout(f"timeout after {TURN_TIMEOUT_S:g} s")
+                if timed_out
+                else (TurnFailed(f"connection: {type(e).__name__}"))
+            )
         except ValueError as e:
             exc = TurnFailed(f"bad event: {type(e).__name__}")
         self.finish(trace, exc)
