@@ -505,17 +505,17 @@ class Sampler(threading.Thread):
         self.rows: list[dict[str, Any]] = []
         self.counters = CounterDelta()
         self.errors: dict[str, str] = {}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         while True:
             self.sample()
-            if self._stop.wait(self.interval_s):
+            if self._halt.wait(self.interval_s):
                 break
         self.sample()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=30)
 
     def sample(self) -> None:
