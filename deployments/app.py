@@ -8,6 +8,7 @@ from the config: nothing is hard-coded in decorators.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -41,3 +42,8 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     }
     router = serve.deployment(Router, name="router", **config.deployments["router"].serve_options())
     return router.bind(**handles, config=config.model_dump(mode="json"))
+
+
+# For `serve build deployments.app:app` / `serve run deployments.app:app`: the local config.
+# (`serve run deployments.app:build_app config_path=FILE` builds from any other file.)
+app = build_app({"config_path": str(Path(__file__).parent / "configs" / "local.yaml")})

@@ -32,6 +32,7 @@ SERVE_METRICS = frozenset(
         "ray_serve_deployment_replica_healthy",  # per replica: 1 healthy / 0 not
         "ray_serve_autoscaling_target_replicas",  # per deployment: the bounded target
         "ray_serve_autoscaling_desired_replicas",  # autoscaled deployments: before min/max
+        "ray_serve_num_http_requests_total",  # per application, route, status code (proxy)
     }
 )
 
