@@ -64,6 +64,8 @@ QUESTIONS = (
 )
 # Locust's own start-up and shutdown on a busy 2-core machine; beyond this it is hung.
 LOCUST_GRACE_S = 90.0
+# Ray's own (lower-case) setting: how often each process exports its metrics.
+RAY_METRICS_INTERVAL_ENV = "RAY_metrics_report_interval_ms"
 
 
 class LoadTestError(RuntimeError):
@@ -805,7 +807,7 @@ def _start_cluster(opts: RunOptions, out: Path):
     )
     config = config.model_copy(update={"state": state, "personas": personas, "http": http})
     # Finer metric exports than Ray's 10 s default, so queue depth is seen while it happens.
-    os.environ.setdefault("RAY_metrics_report_interval_ms", "2000")
+    os.environ.setdefault(RAY_METRICS_INTERVAL_ENV, "2000")
     try:
         url = local.start(config, num_cpus=opts.num_cpus)
     except Exception:
@@ -852,6 +854,8 @@ def run_loadtest(opts: RunOptions) -> dict[str, Any]:
         if opts.warmup:
             print(f"warm-up turn against {url} ...", flush=True)
             warmup_s = warm_up(url, sorted(clips.glob("*.wav"))[0], slo.turn_timeout_s)
+            # Let the warm-up's metrics reach the exporter before the counters' baseline.
+            time.sleep(_metrics_interval_s() + 0.5)
         else:
             warmup_s = None
         serve_ok = _ray_connected()
@@ -944,6 +948,14 @@ def run_loadtest(opts: RunOptions) -> dict[str, Any]:
     return report
 
 
+def _metrics_interval_s() -> float:
+    """How often Ray exports metrics (its default 10 s unless this process set it)."""
+    try:
+        return float(os.environ.get(RAY_METRICS_INTERVAL_ENV, "10000")) / 1000
+    except ValueError:
+        return 10.0
+
+
 def _ray_connected() -> bool:
     try:
         import ray
@@ -1002,7 +1014,7 @@ def build_report(
     capacity = capacity_of(windows)
     checks = slo.check(overall)
     personas = sorted({r["persona"] for r in records})
-    replicas = _replica_series(samples, start)
+    replicas = _replica_series(samples, start, history)
     return {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -1042,6 +1054,7 @@ def build_report(
         "session_cycle_s": session_cycle_s(records),
         "windows": windows,
         "users": [[round(t - start, 1), u] for t, u in history],
+        "turn_points": _turn_points(records, start),
         "replicas": replicas,
         "server_turns": {k: round(v) for k, v in counters.get("turns", {}).items()},
         "stage_costs": stage_costs(
@@ -1062,23 +1075,37 @@ def _counts(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: f[k] for k in ("attempts", "completed", "rejected_503", "timeouts", "errors")}
 
 
-def _replica_series(samples: list[dict[str, Any]], start: float) -> dict[str, Any]:
-    """Replicas (RUNNING) and queue depth per deployment over time, with a per-stage summary."""
+def _users_at(history: list[tuple[float, int]], t: float) -> int | None:
+    """Users active at `t` (the last history row at or before it)."""
+    users = None
+    for ts, u in history:
+        if ts > t:
+            break
+        users = u
+    return users
+
+
+def _replica_series(
+    samples: list[dict[str, Any]], start: float, history: list[tuple[float, int]]
+) -> dict[str, Any]:
+    """Replicas (RUNNING) and queue depth per deployment over time, with a per-stage summary.
+
+    `queued`: requests waiting in front of a deployment (Serve's handle queues); `ongoing`:
+    requests its replicas are working on.
+    """
     series = []
     for row in samples:
-        entry: dict[str, Any] = {"t": round(row["t"] - start, 1)}
+        entry: dict[str, Any] = {
+            "t": round(row["t"] - start, 1),
+            "users": _users_at(history, row["t"]),
+        }
         for key in ("replicas", "queued", "ongoing", "target"):
             if key in row:
                 entry[key] = {k: round(v, 2) for k, v in sorted(row[key].items())}
         series.append(entry)
-    summary = {}
+    summary: dict[str, dict[str, Any]] = {}
     for name in (*STAGES, "router"):
         counts = [s["replicas"][name] for s in series if name in s.get("replicas", {})]
-        queued = [
-            s.get("queued", {}).get(name, 0) + s.get("ongoing", {}).get(name, 0)
-            for s in series
-            if "queued" in s
-        ]
         if counts:
             peak = counts.index(max(counts))
             summary[name] = {
@@ -1088,9 +1115,19 @@ def _replica_series(samples: list[dict[str, Any]], start: float) -> dict[str, An
                 "scaled_up": max(counts) > counts[0],
                 "scaled_down_after_peak": min(counts[peak:]) < max(counts),
             }
-        if queued:
-            summary.setdefault(name, {})["max_queue_depth"] = max(queued)
+        for key in ("queued", "ongoing"):
+            values = [s[key].get(name, 0) for s in series if key in s]
+            if values:
+                summary.setdefault(name, {})[f"max_{key}"] = round(max(values))
     return {"summary": summary, "series": series}
+
+
+def _turn_points(records: list[dict[str, Any]], start: float) -> list[list[Any]]:
+    """Per turn, for plots: [end (s into the run), users, outcome, TTFA, TTFF]."""
+    return [
+        [round(r["t1"] - start, 2), r.get("users"), r["outcome"], r.get("ttfa_s"), r.get("ttff_s")]
+        for r in sorted(records, key=lambda r: r["t1"])
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1219,13 +1256,14 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             "## Replicas",
             "",
-            "| deployment | start | max | end | max queue |",
-            "|---|---|---|---|---|",
+            "| deployment | replicas at start | max | end | max queued | max in flight |",
+            "|---|---|---|---|---|---|",
         ]
         for name, s in summary.items():
             lines.append(
                 f"| {name} | {_fmt(s.get('start'))} | {_fmt(s.get('max'))} | "
-                f"{_fmt(s.get('end'))} | {_fmt(s.get('max_queue_depth'))} |"
+                f"{_fmt(s.get('end'))} | {_fmt(s.get('max_queued'))} | "
+                f"{_fmt(s.get('max_ongoing'))} |"
             )
     lines += [
         "",
@@ -1252,103 +1290,117 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
-    (ax_users, ax_lat), (ax_rep, ax_vs) = axes
-    windows = report["windows"]
-    mids = [(w["start_s"] + w["end_s"]) / 2 for w in windows]
-    users = report["users"]
-
-    if users:
-        ax_users.plot([t for t, _ in users], [u for _, u in users], color="black", label="users")
-    ax_users.set_ylabel("users")
-    ax_users.set_xlabel("time (s)")
-    twin = ax_users.twinx()
-    twin.step(
-        mids,
-        [w["turns_per_min"] or 0 for w in windows],
-        where="mid",
-        color="tab:green",
-        label="turns/min",
-    )
-    twin.set_ylabel("completed turns/min", color="tab:green")
-    ax_users.set_title("Load and throughput")
-
+    (ax_load, ax_lat), (ax_rep, ax_vs) = axes
+    points = report["turn_points"]
+    ok = [p for p in points if p[2] == "ok"]
     ttff_limit = next(
         (c["limit"] for c in report["slo"]["checks"] if c["objective"].startswith("ttff_p")), None
     )
-    ax_lat.plot(mids, [w["ttff_p50_s"] for w in windows], "o-", label="TTFF p50")
-    ax_lat.plot(mids, [w["ttff_p95_s"] for w in windows], "o-", label="TTFF p95")
-    ax_lat.plot(mids, [w["ttfa_p95_s"] for w in windows], "x--", label="TTFA p95")
+
+    # Load and throughput: users, and cumulative turns by outcome.
+    users = report["users"]
+    if users:
+        ax_load.plot([t for t, _ in users], [u for _, u in users], color="black", label="users")
+    ax_load.set_ylabel("users")
+    ax_load.set_xlabel("time (s)")
+    ax_load.yaxis.set_major_locator(MaxNLocator(integer=True))
+    twin = ax_load.twinx()
+    for outcome, color, label in (
+        ("ok", "tab:green", "completed"),
+        ("rejected", "tab:red", "503"),
+        ("timeout", "tab:purple", "timeouts"),
+        ("error", "tab:gray", "errors"),
+    ):
+        times = [p[0] for p in points if p[2] == outcome]
+        if times:
+            twin.step(times, range(1, len(times) + 1), where="post", color=color, label=label)
+    twin.set_ylabel("turns (cumulative)")
+    twin.legend(loc="upper right", fontsize=8)
+    ax_load.legend(loc="upper left", fontsize=8)
+    ax_load.set_title("Load, and turns by outcome")
+
+    # Latency of every completed turn, window p95, failures along the bottom.
+    ax_lat.plot([p[0] for p in ok], [p[4] for p in ok], ".", alpha=0.5, label="TTFF (turn)")
+    ax_lat.plot(
+        [p[0] for p in ok], [p[3] for p in ok], "x", alpha=0.4, markersize=4, label="TTFA (turn)"
+    )
+    windows = [w for w in report["windows"] if w["ttff_p95_s"] is not None]
+    if windows:
+        xs = [x for w in windows for x in (w["start_s"], w["end_s"])]
+        ax_lat.plot(
+            xs,
+            [w["ttff_p95_s"] for w in windows for _ in range(2)],
+            color="tab:orange",
+            label="TTFF p95 (window)",
+        )
     if ttff_limit is not None:
         ax_lat.axhline(ttff_limit, color="red", linestyle=":", label="TTFF SLO")
-    rejected = [w["rejected_503"] for w in windows]
-    timeouts = [w["timeouts"] for w in windows]
-    if any(rejected) or any(timeouts):
-        twin = ax_lat.twinx()
-        twin.bar(
-            mids,
-            rejected,
-            width=max(1.0, report["slo"]["window_s"] * 0.4),
-            alpha=0.25,
-            color="tab:red",
-            label="503s",
-        )
-        twin.bar(
-            mids,
-            timeouts,
-            bottom=rejected,
-            width=max(1.0, report["slo"]["window_s"] * 0.4),
-            alpha=0.25,
-            color="tab:purple",
-            label="timeouts",
-        )
-        twin.set_ylabel("failed turns per window")
-        twin.legend(loc="upper right", fontsize=8)
-    ax_lat.set_ylabel("seconds")
+    for outcome, marker, color, label in (
+        ("rejected", "v", "tab:red", "503"),
+        ("timeout", "X", "tab:purple", "timeout"),
+    ):
+        times = [p[0] for p in points if p[2] == outcome]
+        if times:
+            ax_lat.plot(times, [0] * len(times), marker, color=color, label=label, alpha=0.6)
+    ax_lat.set_ylabel("seconds from end of input")
     ax_lat.set_xlabel("time (s)")
-    ax_lat.set_title("Latency per window")
+    ax_lat.set_ylim(bottom=-0.05 * max([ttff_limit or 1] + [p[4] or 0 for p in ok]))
     ax_lat.legend(loc="upper left", fontsize=8)
+    ax_lat.set_title("Latency per turn")
 
+    # Replicas per stage, and requests waiting in front of the stages.
     series = report["replicas"]["series"]
     times = [s["t"] for s in series]
     for name in (*STAGES, "router"):
         counts = [s.get("replicas", {}).get(name) for s in series]
         if any(c is not None for c in counts):
-            ax_rep.step(times, counts, where="post", label=name)
+            ax_rep.step(times, counts, where="post", label=name, linewidth=2, alpha=0.8)
     ax_rep.set_ylabel("running replicas")
     ax_rep.set_xlabel("time (s)")
+    ax_rep.yaxis.set_major_locator(MaxNLocator(integer=True))
     if any("queued" in s for s in series):
         twin = ax_rep.twinx()
-        depth = [
-            sum(s.get("queued", {}).get(n, 0) + s.get("ongoing", {}).get(n, 0) for n in STAGES)
-            for s in series
-        ]
-        twin.plot(times, depth, color="grey", linestyle="--", label="stage queue + in flight")
-        twin.set_ylabel("requests queued or in flight (stages)", color="grey")
+        waiting = [sum(s.get("queued", {}).get(n, 0) for n in STAGES) for s in series]
+        flight = [sum(s.get("ongoing", {}).get(n, 0) for n in STAGES) for s in series]
+        twin.plot(times, waiting, color="black", linestyle="--", label="stage calls queued")
+        twin.plot(times, flight, color="grey", linestyle=":", label="stage calls in flight")
+        twin.set_ylabel("stage calls")
         twin.legend(loc="upper right", fontsize=8)
     ax_rep.legend(loc="upper left", fontsize=8)
     ax_rep.set_title("Replicas per stage and queue depth")
 
-    # Per window: latency and total stage replicas against the users active in it.
-    by_users = sorted(windows, key=lambda w: w["users"])
-    xs = [w["users"] for w in by_users]
-    ax_vs.plot(xs, [w["ttff_p95_s"] for w in by_users], "o", label="TTFF p95 (window)")
-    ax_vs.plot(xs, [w["ttff_p50_s"] for w in by_users], ".", label="TTFF p50 (window)")
+    # Against users: each turn's TTFF, window p95, and stage replicas at each sample.
+    ax_vs.plot([p[1] for p in ok], [p[4] for p in ok], ".", alpha=0.4, label="TTFF (turn)")
+    if windows:
+        ax_vs.plot(
+            [w["users"] for w in windows],
+            [w["ttff_p95_s"] for w in windows],
+            "o",
+            color="tab:orange",
+            label="TTFF p95 (window, at its peak users)",
+        )
     if ttff_limit is not None:
         ax_vs.axhline(ttff_limit, color="red", linestyle=":")
     ax_vs.set_xlabel("users")
     ax_vs.set_ylabel("seconds")
-    replicas_at = []
-    for w in by_users:
-        inside = [s for s in series if w["start_s"] <= s["t"] < w["end_s"] and s.get("replicas")]
-        replicas_at.append(
-            max((sum(s["replicas"].get(n, 0) for n in STAGES) for s in inside), default=None)
-        )
-    if any(r is not None for r in replicas_at):
+    ax_vs.xaxis.set_major_locator(MaxNLocator(integer=True))
+    sampled = [s for s in series if s.get("replicas") and s.get("users") is not None]
+    if sampled:
         twin = ax_vs.twinx()
-        twin.plot(xs, replicas_at, "s", color="tab:brown", alpha=0.6, label="stage replicas")
-        twin.set_ylabel("stage replicas (max in window)", color="tab:brown")
+        twin.plot(
+            [s["users"] for s in sampled],
+            [sum(s["replicas"].get(n, 0) for n in STAGES) for s in sampled],
+            "s",
+            color="tab:brown",
+            alpha=0.3,
+            label="stage replicas (sample)",
+        )
+        twin.set_ylabel("stage replicas, all stages", color="tab:brown")
+        twin.yaxis.set_major_locator(MaxNLocator(integer=True))
+        twin.legend(loc="upper right", fontsize=8)
     ax_vs.legend(loc="upper left", fontsize=8)
     ax_vs.set_title("Latency and replicas vs users")
 

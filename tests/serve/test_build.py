@@ -33,4 +33,4 @@ def test_serve_build_emits_every_deployment_with_config_options(tmp_path):
         expected = local.deployments[name].serve_options()
         assert built.max_ongoing_requests == expected["max_ongoing_requests"]
         assert built.max_queued_requests == expected["max_queued_requests"]
-        assert built.ray_actor_options["num_cpus"] == expected["ray_actor_options"]["num_cpus"]
+        assert built.ray_actor_options.num_cpus == expected["ray_actor_options"]["num_cpus"]
