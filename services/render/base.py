@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from services.backend import Backend
-from services.types import AvatarLook, SpeechChunk, VideoFrame
+from services.types import AvatarLook, PhonemeTiming, SpeechChunk, VideoFrame
 
 
 class RenderBackend(Backend):
@@ -24,14 +24,25 @@ class RenderBackend(Backend):
     def fps(self) -> float:
         """Frames per second of the output."""
 
-    @abstractmethod
     def render(
         self, speech: SpeechChunk, *, look: AvatarLook | None = None
     ) -> Iterator[VideoFrame]:
         """Yield the frames covering `speech` on the turn timeline."""
+        yield from self._frames(speech.start_s, speech.end_s, speech.phonemes, look)
 
-    @abstractmethod
     def render_idle(
         self, start_s: float, end_s: float, *, look: AvatarLook | None = None
     ) -> Iterator[VideoFrame]:
         """Yield closed-mouth frames for `[start_s, end_s)`; blinks and head motion go on."""
+        yield from self._frames(start_s, end_s, (), look)
+
+    @abstractmethod
+    def _frames(
+        self,
+        start_s: float,
+        end_s: float,
+        phonemes: Sequence[PhonemeTiming],
+        look: AvatarLook | None,
+    ) -> Iterator[VideoFrame]:
+        """The frames with `index / fps` in `[start_s, end_s)`, lip-synced to `phonemes`
+        (times relative to `start_s`)."""

@@ -18,7 +18,7 @@ from pydantic import Field
 from services.backend import BackendError, BackendOptions, Capabilities
 from services.render import animation
 from services.render.base import RenderBackend
-from services.types import AvatarLook, PhonemeTiming, SpeechChunk, VideoFrame
+from services.types import AvatarLook, PhonemeTiming, VideoFrame
 
 
 class FakeRendererOptions(BackendOptions):
@@ -57,16 +57,6 @@ class FakeRenderer(RenderBackend):
     @property
     def fps(self) -> float:
         return float(self.options.fps)
-
-    def render(
-        self, speech: SpeechChunk, *, look: AvatarLook | None = None
-    ) -> Iterator[VideoFrame]:
-        yield from self._frames(speech.start_s, speech.end_s, speech.phonemes, look)
-
-    def render_idle(
-        self, start_s: float, end_s: float, *, look: AvatarLook | None = None
-    ) -> Iterator[VideoFrame]:
-        yield from self._frames(start_s, end_s, (), look)
 
     def _frames(
         self,

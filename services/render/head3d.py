@@ -34,7 +34,7 @@ from services.render.gltf import (
     HeadAsset,
     load_head,
 )
-from services.types import AvatarLook, PhonemeTiming, SpeechChunk, VideoFrame
+from services.types import AvatarLook, PhonemeTiming, VideoFrame
 
 _T = TypeVar("_T")
 
@@ -574,16 +574,6 @@ class HeadRenderer(RenderBackend):
         return (seen / len(offsets)).astype(np.float32)
 
     # -- rendering -----------------------------------------------------------------------------
-
-    def render(
-        self, speech: SpeechChunk, *, look: AvatarLook | None = None
-    ) -> Iterator[VideoFrame]:
-        yield from self._frames(speech.start_s, speech.end_s, speech.phonemes, look)
-
-    def render_idle(
-        self, start_s: float, end_s: float, *, look: AvatarLook | None = None
-    ) -> Iterator[VideoFrame]:
-        yield from self._frames(start_s, end_s, (), look)
 
     def _frames(
         self,
