@@ -141,6 +141,13 @@ class ApiLimits(_Strict):
         10 * 2**20, ge=1024, le=2**30, description="Largest accepted audio upload"
     )
     max_sessions: int = Field(1000, ge=1, le=10**6, description="Open sessions at most")
+    max_sockets_per_replica: int = Field(
+        24,
+        ge=1,
+        le=100000,
+        description="Open WebSockets per router replica; more are told 503 and closed (keep "
+        "below the router's max_ongoing_requests, or Serve's proxy answers 500 instead)",
+    )
 
 
 def _default_deployments() -> dict[str, DeploymentOptions]:

@@ -100,6 +100,7 @@ class Router:
             telemetry=ray_telemetry(),
             personas=Personas(self.config.personas),
         )
+        self._open_sockets = 0
         # A Ray gauge vanishes ~30 s after its last set(): refresh it while the replica lives.
         threading.Thread(target=self._report_sessions, daemon=True).start()
 
@@ -184,6 +185,16 @@ class Router:
     @app.websocket("/v1/session")
     async def session_socket(self, ws: WebSocket) -> None:
         await ws.accept()
+        if self._open_sockets >= self.config.limits.max_sockets_per_replica:
+            self.conversation.telemetry.inc("avatar_requests_rejected", reason="sockets_full")
+            await ws.send_json({"type": "error", "status": 503, "reason": "too many open "
+                                "sessions on this replica; retry shortly"})  # fmt: skip
+            await ws.close(code=1013)  # "try again later"
+            return
+        self._open_sockets += 1
         socket = SocketSession(self.conversation, self.config.limits.max_audio_bytes, ws)
-        with contextlib.suppress(WebSocketDisconnect):
-            await socket.run()
+        try:
+            with contextlib.suppress(WebSocketDisconnect):
+                await socket.run()
+        finally:
+            self._open_sockets -= 1

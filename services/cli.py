@@ -131,7 +131,15 @@ def _add_persona(sub) -> None:
     add_persona_commands(sub)
 
 
-COMMANDS: list[Callable] = [_add_talk, _add_serve, _add_backends, _add_persona]
+def _add_loadtest(sub) -> None:
+    from loadtests.plan import add_plan_command
+    from loadtests.run import add_loadtest_command
+
+    add_loadtest_command(sub)
+    add_plan_command(sub)
+
+
+COMMANDS: list[Callable] = [_add_talk, _add_serve, _add_backends, _add_persona, _add_loadtest]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,9 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-# 10 ms .. 10 s, roughly x1.5-2 per step: resolves both a 30 ms render call and a 6 s turn.
+# 10 ms .. 10 s at x1.5-2 per step resolves both a 30 ms render call and a 6 s turn; the tail
+# to 60 s keeps overload visible (a p95 past the last bucket would read as 10 s).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0,
-                   3.0, 5.0, 7.5, 10.0)  # fmt: skip
+                   3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0)  # fmt: skip
 RATIO_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 SYNC_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
 FPS_BUCKETS = (5, 10, 15, 20, 25, 30, 40, 60, 90, 120, 200)
