@@ -11,8 +11,13 @@ import time
 from deployments.config import AppConfig
 
 
-def init_ray(config: AppConfig, *, num_cpus: int | None = None) -> None:
-    """Start a local Ray instance and Serve's HTTP proxy on `config.http`."""
+def init_ray(
+    config: AppConfig, *, num_cpus: int | None = None, metrics_export_port: int | None = None
+) -> None:
+    """Start a local Ray instance and Serve's HTTP proxy on `config.http`.
+
+    `metrics_export_port` None lets Ray pick; `avatar monitor` finds it in the Ray session.
+    """
     # Keep Ray on loopback (it would otherwise advertise the eth0 address) and offline.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -24,6 +29,7 @@ def init_ray(config: AppConfig, *, num_cpus: int | None = None) -> None:
             num_cpus=num_cpus,
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
+            _metrics_export_port=metrics_export_port,
             logging_level="WARNING",
         )
     serve.start(http_options={"host": config.http.host, "port": config.http.port})
@@ -52,9 +58,11 @@ def deploy(config: AppConfig, *, route_prefix: str = "/", wait_ready_s: float = 
     raise TimeoutError(f"the app was not running after {wait_ready_s} s")
 
 
-def start(config: AppConfig, *, num_cpus: int | None = None) -> str:
+def start(
+    config: AppConfig, *, num_cpus: int | None = None, metrics_export_port: int | None = None
+) -> str:
     """Ray + Serve + the app; returns the base URL once every stage is running."""
-    init_ray(config, num_cpus=num_cpus)
+    init_ray(config, num_cpus=num_cpus, metrics_export_port=metrics_export_port)
     return deploy(config)
 
 

@@ -106,11 +106,10 @@ class Router:
 
     def _report_sessions(self) -> None:
         while True:
-            try:
+            # A metrics hiccup must not kill the replica.
+            with contextlib.suppress(Exception):
                 count = self.conversation.sessions.count()
                 self.conversation.telemetry.set("avatar_sessions_active", count)
-            except Exception:  # noqa: BLE001 - a metrics hiccup must not kill the replica
-                pass
             time.sleep(5)
 
     @app.get("/healthz", summary="Liveness: the router answers")

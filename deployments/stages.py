@@ -9,6 +9,8 @@ backend metrics, and reports health to Serve. The class is decorated with Serve 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -42,6 +44,21 @@ class StageDeployment:
         self.backend.load()
         self.telemetry = ray_telemetry()
         self._in_flight = [0]
+        # A Ray gauge vanishes ~25 s after its last set(): re-set the in-flight gauge while the
+        # replica idles, or dashboards read "no data" instead of 0.
+        threading.Thread(target=self._report_in_flight, daemon=True).start()
+
+    def _report_in_flight(self) -> None:
+        while True:
+            time.sleep(5)
+            # A metrics hiccup must not kill the replica.
+            with contextlib.suppress(Exception):
+                self.telemetry.set(
+                    "avatar_stage_in_flight",
+                    self._in_flight[0],
+                    stage=self.stage,
+                    backend=self.backend_name,
+                )
 
     def call(self):
         return self.telemetry.stage_call(self.stage, self.backend_name, self._in_flight)

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.lock
 import requests
 import websocket
 from locust import LoadTestShape, User, between, events, task
@@ -67,6 +68,8 @@ REALTIME = os.environ.get("AVATAR_LOADTEST_REALTIME", "1").strip() not in ("0", 
 PERSONAS = [p.strip() for p in os.environ.get("AVATAR_LOADTEST_PERSONAS", "default").split(",")]
 # Mic-sized pieces: the router buffers them until `audio_end`, as with a real microphone.
 CHUNK_S = 0.25
+# How often an idle WebSocket user reads its socket (uvicorn pings every 20 s).
+KEEPALIVE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,15 @@ class Recorder:
 RECORDER = Recorder(os.environ.get("AVATAR_LOADTEST_RECORDS"))
 
 
+KEEPERS: set[gevent.Greenlet] = set()
+
+
+@events.test_stop.add_listener
+def _stop_keepers(**_: Any) -> None:
+    gevent.killall(list(KEEPERS), block=False)
+    KEEPERS.clear()
+
+
 @events.quitting.add_listener
 def _close_records(**_: Any) -> None:
     RECORDER.close()
@@ -141,13 +153,50 @@ def _close_records(**_: Any) -> None:
 class TurnRejected(Exception):
     """Overload: HTTP 503 or a 503 `error` event (Serve back-pressure), never a timeout."""
 
+    status = 503
+
 
 class TurnTimeout(Exception):
     """No `done` within the turn timeout (or the socket went silent that long)."""
 
+    status = None
+
 
 class TurnFailed(Exception):
-    """Any other failure: a 4xx/5xx error event, a dropped connection, a truncated stream."""
+    """Any other failure: a 4xx/5xx answer or event, a dropped connection, a cut stream."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def failure(exc: BaseException, where: str) -> Exception:
+    """One of the three causes, with a stable message (locust groups failures by message)."""
+    if isinstance(exc, TurnRejected | TurnTimeout | TurnFailed):
+        return exc
+    if isinstance(exc, websocket.WebSocketBadStatusException):
+        status = int(getattr(exc, "status_code", 0) or 0)
+        if status == 503:
+            return TurnRejected(f"503 rejected ({where})")
+        return TurnFailed(f"error {status} ({where})", status)
+    timed_out = isinstance(exc, websocket.WebSocketTimeoutException | TimeoutError)
+    # requests reports a read timeout mid-stream as a ConnectionError wrapping urllib3's.
+    timed_out |= isinstance(exc, requests.Timeout) or (
+        isinstance(exc, requests.RequestException) and "timed out" in str(exc).lower()
+    )
+    if timed_out:
+        return TurnTimeout(f"timeout after {TURN_TIMEOUT_S:g} s ({where})")
+    return TurnFailed(f"connection: {type(exc).__name__} ({where})")
+
+
+def error_event(status: int, where: str) -> Exception:
+    if status == 503:
+        return TurnRejected(f"503 rejected ({where})")
+    return TurnFailed(f"error {status} ({where})", status)
+
+
+# What can go wrong on the wire (ValueError: an event that is not JSON).
+WIRE_ERRORS = (OSError, websocket.WebSocketException, requests.RequestException, ValueError)
 
 
 class Trace:
@@ -219,11 +268,11 @@ def _ms(seconds: float) -> float:
 
 
 class AvatarUser(User):
-    """Shared turn accounting: locust events and the JSONL record."""
+    """Shared turn accounting: locust events and the JSONL record; listening, then thinking."""
 
     abstract = True
-    wait_time = between(*THINK_S)
     kind = ""
+    think = between(*THINK_S)
 
     def on_start(self) -> None:
         self.persona = next(_personas)
@@ -231,6 +280,13 @@ class AvatarUser(User):
         offset = random.randrange(len(CLIPS))
         self.clips = itertools.cycle(CLIPS[offset:] + CLIPS[:offset])
         self.user_id = f"{self.kind}-{id(self):x}"
+        self.playback_end = 0.0
+
+    def wait_time(self) -> float:
+        # The reply plays out before the user thinks of the next question. Waiting here, not
+        # in the task, lets locust stop a user promptly when the shape lowers the count.
+        listening = max(0.0, self.playback_end - time.time()) if REALTIME else 0.0
+        return listening + self.think()
 
     def fire(self, name: str, seconds: float, size: int = 0, exc: Exception | None = None):
         self.environment.events.request.fire(
@@ -245,16 +301,15 @@ class AvatarUser(User):
     def finish(self, trace: Trace, exc: Exception | None, phase: str = "turn") -> None:
         """Record a turn: locust events for the stats table, a line for the report."""
         end = time.time()
-        outcome, status = "ok", None
+        if exc is None and trace.done is None:
+            exc = TurnFailed("stream ended without done")
+        outcome = "ok"
         if isinstance(exc, TurnRejected):
-            outcome, status = "rejected", 503
+            outcome = "rejected"
         elif isinstance(exc, TurnTimeout):
             outcome = "timeout"
         elif exc is not None:
             outcome = "error"
-            status = trace.error[0] if trace.error else None
-        elif trace.done is None:
-            outcome, exc = "error", TurnFailed("stream ended without done")
         record: dict[str, Any] = {
             "t0": round(trace.t0, 3),
             "t1": round(end, 3),
@@ -263,11 +318,13 @@ class AvatarUser(User):
             "persona": self.persona,
             "phase": phase,
             "outcome": outcome,
-            "status": status,
+            "status": getattr(exc, "status", None),
             "error": str(exc) if exc else None,
             "clip": trace.clip.name,
             "users": self.environment.runner.user_count if self.environment.runner else None,
             "bytes": trace.bytes,
+            # Whether any of the reply had arrived: a 503 then is a turn cut short, not refused.
+            "streamed": trace.audio_events + trace.frames > 0,
         }
         if outcome == "ok":
             ttfa = trace.first_audio - trace.t0 if trace.first_audio else None
@@ -287,20 +344,9 @@ class AvatarUser(User):
                 self.fire("ttfa", ttfa)
             if ttff is not None:
                 self.fire("ttff", ttff)
+            self.playback_end = trace.playback_end
         self.fire("turn", end - trace.t0, trace.bytes, exc)
         RECORDER.write(record)
-
-    def listen(self, trace: Trace) -> None:
-        """Let the reply finish playing before thinking about the next question."""
-        if REALTIME and trace.done is not None:
-            gevent.sleep(max(0.0, trace.playback_end - time.time()))
-
-
-def _error_exception(trace: Trace, where: str) -> Exception:
-    status, reason = trace.error
-    if status == 503:
-        return TurnRejected(f"503 rejected ({where})")
-    return TurnFailed(f"error {status}")
 
 
 class ConversationUser(AvatarUser):
@@ -312,9 +358,35 @@ class ConversationUser(AvatarUser):
     def on_start(self) -> None:
         super().on_start()
         self.ws: websocket.WebSocket | None = None
+        # Whoever holds this reads the socket: a turn, or between turns the keeper.
+        self.io = gevent.lock.Semaphore()
+        self.keeper = gevent.spawn(self.keep_alive)
+        KEEPERS.add(self.keeper)
 
     def on_stop(self) -> None:
+        self.keeper.kill(block=False)
+        KEEPERS.discard(self.keeper)
         self.close()
+
+    def keep_alive(self) -> None:
+        """Between turns, read the socket as a browser does, so server pings get their pongs.
+
+        uvicorn (Serve's proxy) drops a WebSocket whose pings go unanswered for ~40 s, and
+        websocket-client only answers pings inside `recv`: a user listening and thinking
+        would otherwise lose its session to a broken pipe.
+        """
+        while True:
+            gevent.sleep(KEEPALIVE_S)
+            ws = self.ws
+            if ws is None or not self.io.acquire(blocking=False):
+                continue
+            try:
+                ws.settimeout(0.05)
+                ws.recv()  # nothing but pings is due between turns
+            except Exception:  # noqa: BLE001 - a broken socket is the next turn's to report
+                pass
+            finally:
+                self.io.release()
 
     def close(self) -> None:
         if self.ws is not None:
@@ -328,17 +400,14 @@ class ConversationUser(AvatarUser):
         return "ws" + base[len("http") :] + "/v1/session"
 
     def receive(self, trace: Trace, deadline: float, until: tuple[str, ...] = _END) -> None:
-        """Events until one of type `until` (or an error); TurnTimeout past the deadline."""
+        """Events until one of type `until` or an error; TurnTimeout past the deadline."""
         while True:
             remaining = deadline - time.time()
             if remaining <= 0:
                 raise TurnTimeout(f"timeout after {TURN_TIMEOUT_S:g} s")
             self.ws.settimeout(remaining)
-            try:
-                raw = self.ws.recv()
-            except websocket.WebSocketTimeoutException:
-                raise TurnTimeout(f"timeout after {TURN_TIMEOUT_S:g} s") from None
-            if trace.feed(json.loads(raw), len(raw)) in until:
+            raw = self.ws.recv()
+            if trace.feed(json.loads(raw), len(raw)) in until + ("error",):
                 return
 
     def connect(self) -> bool:
@@ -346,37 +415,19 @@ class ConversationUser(AvatarUser):
         trace = Trace(self.kind, self.persona, next(self.clips))
         exc: Exception | None = None
         try:
+            # A connect waits in Serve's queue while the router is full: bound it too.
             self.ws = websocket.create_connection(self.url(), timeout=TURN_TIMEOUT_S)
             start: dict[str, Any] = {"type": "start"}
             if self.persona_id:
                 start["persona_id"] = self.persona_id
             self.ws.send(json.dumps(start))
-            self.receive(trace, time.time() + TURN_TIMEOUT_S, ("session", "error"))
-        except websocket.WebSocketBadStatusException as e:
-            status = getattr(e, "status_code", 0)
-            exc = (
-                TurnRejected("503 rejected (connect)")
-                if status == 503
-                else (TurnFailed(f"error {status} (connect)"))
-            )
-        except TurnTimeout as e:
-            exc = e
-        except (OSError, websocket.WebSocketException, ValueError) as e:
-            exc = TurnFailed(f"connection: {type(e).__name__}")
-        else:
-            if trace.error is not None:
-                exc = _error_exception(trace, "session")
-            elif trace.session_id is None:
-                exc = TurnFailed("no session event")
-        if exc is None and trace.session_persona:
-            try:
-                self.receive(trace, time.time() + TURN_TIMEOUT_S)  # the spoken greeting
-                if trace.error is not None:
-                    exc = _error_exception(trace, "greeting")
-            except TurnTimeout as e:
-                exc = e
-            except (OSError, websocket.WebSocketException, ValueError) as e:
-                exc = TurnFailed(f"connection: {type(e).__name__}")
+            self.receive(trace, time.time() + TURN_TIMEOUT_S, ("session",))
+            if trace.error is None and trace.session_persona:
+                self.receive(trace, time.time() + TURN_TIMEOUT_S)  # its spoken greeting
+        except WIRE_ERRORS + (TurnTimeout,) as e:
+            exc = failure(e, "connect")
+        if exc is None and trace.error is not None:
+            exc = error_event(trace.error[0], "connect")
         if exc is not None:
             self.close()
             self.finish(trace, exc, phase="connect")
@@ -386,12 +437,17 @@ class ConversationUser(AvatarUser):
 
     @task
     def turn(self) -> None:
+        with self.io:
+            self.talk()
+
+    def talk(self) -> None:
         if self.ws is None and not self.connect():
             return
         trace = Trace(self.kind, self.persona, next(self.clips))
         exc: Exception | None = None
         try:
             clip = trace.clip
+            self.ws.settimeout(TURN_TIMEOUT_S)
             self.ws.send(
                 json.dumps(
                     {"type": "audio_start", "format": "pcm16", "sample_rate": clip.sample_rate}
@@ -404,17 +460,13 @@ class ConversationUser(AvatarUser):
             self.ws.send(json.dumps({"type": "audio_end"}))
             trace.start()
             self.receive(trace, trace.t0 + TURN_TIMEOUT_S)
-            if trace.error is not None:
-                exc = _error_exception(trace, "stage")
-        except TurnTimeout as e:
-            exc = e
-        except (OSError, websocket.WebSocketException, ValueError) as e:
-            exc = TurnFailed(f"connection: {type(e).__name__}")
-        if isinstance(exc, TurnTimeout | TurnFailed) and trace.error is None:
+        except WIRE_ERRORS + (TurnTimeout,) as e:
+            exc = failure(e, "turn")
             # The socket's state is unknown (a reply may still be streaming): start afresh.
             self.close()
+        if exc is None and trace.error is not None:
+            exc = error_event(trace.error[0], "turn")
         self.finish(trace, exc)
-        self.listen(trace)
 
 
 class HttpTurnUser(AvatarUser):
@@ -447,37 +499,21 @@ class HttpTurnUser(AvatarUser):
             with self.http.post(url, json=body, stream=True, timeout=(10, TURN_TIMEOUT_S)) as r:
                 if r.status_code >= 400:
                     trace.bytes += len(r.content)
-                    exc = (
-                        TurnRejected("503 rejected (HTTP)")
-                        if r.status_code == 503
-                        else (TurnFailed(f"error {r.status_code} (HTTP)"))
-                    )
+                    exc = error_event(r.status_code, "HTTP")
                     if r.status_code == 404:
                         self.session_id = None  # the session expired: open a new one
                 else:
-                    for line in r.iter_lines():
+                    for line in r.iter_lines(chunk_size=16384):
                         if time.time() > deadline:
                             raise TurnTimeout(f"timeout after {TURN_TIMEOUT_S:g} s")
                         if line and trace.feed(json.loads(line), len(line)) in _END:
                             break
-                    if trace.session_id:
-                        self.session_id = trace.session_id
-                    if trace.error is not None:
-                        exc = _error_exception(trace, "stage")
-        except TurnTimeout as e:
-            exc = e
-        except requests.RequestException as e:
-            # A read timeout mid-stream surfaces as a ConnectionError wrapping urllib3's.
-            timed_out = isinstance(e, requests.Timeout) or "timed out" in str(e).lower()
-            exc = (
-                TurnTimeout(f"timeout after {TURN_TIMEOUT_S:g} s")
-                if timed_out
-                else (TurnFailed(f"connection: {type(e).__name__}"))
-            )
-        except ValueError as e:
-            exc = TurnFailed(f"bad event: {type(e).__name__}")
+                    self.session_id = trace.session_id or self.session_id
+        except WIRE_ERRORS + (TurnTimeout,) as e:
+            exc = failure(e, "turn")
+        if exc is None and trace.error is not None:
+            exc = error_event(trace.error[0], "turn")
         self.finish(trace, exc)
-        self.listen(trace)
 
 
 _SHAPE = shape_from_env()

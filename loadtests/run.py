@@ -241,18 +241,58 @@ def failures_of(records: list[dict[str, Any]]) -> dict[str, Any]:
         key = r.get("error") or r["outcome"]
         by_error[key] = by_error.get(key, 0) + 1
     rejected = [r for r in failed if r["outcome"] == "rejected"]
+    refused = [r for r in rejected if not r.get("streamed")]
     return {
         "total": len(failed),
         "rejected_503": len(rejected),
         "timeouts": sum(r["outcome"] == "timeout" for r in failed),
         "errors": sum(r["outcome"] == "error" for r in failed),
         "rejected_at": {
-            phase: sum(r.get("phase") == phase for r in rejected) for phase in ("connect", "turn")
+            "connect": sum(r.get("phase") == "connect" for r in rejected),
+            "before_reply": len(refused) - sum(r.get("phase") == "connect" for r in rejected),
+            "mid_reply": len(rejected) - len(refused),
         },
-        # How long a client waited to be told "503": overload must answer fast, not hang.
-        "rejected_latency_s": distribution([r["t1"] - r["t0"] for r in rejected]),
+        # How long a client waited to be told "503" before any reply: overload must answer
+        # fast, not hang. (A reply cut short by a 503 mid-stream ran for a while first.)
+        "rejected_latency_s": distribution([r["t1"] - r["t0"] for r in refused]),
         "by_error": dict(sorted(by_error.items(), key=lambda kv: -kv[1])),
     }
+
+
+def notes_of(records: list[dict[str, Any]], target: dict[str, Any]) -> list[str]:
+    """Things a reader of the figures should know, found in this run's failures."""
+    notes = ["2-core shared machine: figures are noisy (±15-20% between back-to-back runs)."]
+    ws_500 = sum(r.get("phase") == "connect" and r.get("status") == 500 for r in records)
+    if ws_500:
+        notes.append(
+            f"{ws_500} WebSocket connects were refused with HTTP 500, not 503: Ray Serve's proxy "
+            "answers an upgrade beyond the router's max_ongoing_requests + max_queued_requests "
+            "with 500 (it sends an HTTP 503 response on a WebSocket scope, which uvicorn turns "
+            "into 500). They are counted as errors, not as 503 rejections."
+        )
+    dropped = [
+        r
+        for r in records
+        if r["kind"] == "ws"
+        and r["outcome"] == "error"
+        and (r.get("error") or "").startswith("connection: ")
+    ]
+    if dropped:
+        notes.append(
+            f"{len(dropped)} WebSocket turns or connects ended with the server dropping the "
+            "connection (reset, broken pipe, closed): under load Serve's single uvicorn proxy "
+            "lags, and its keepalive (ping every 20 s, 20 s to answer) can time out although "
+            "this client answers pings. Counted as errors, not as 503s."
+        )
+    timeouts = [r for r in records if r["outcome"] == "timeout"]
+    if timeouts:
+        where = sorted({r.get("phase", "turn") for r in timeouts})
+        notes.append(
+            f"{len(timeouts)} turns timed out ({', '.join(where)}): requests that wait without "
+            "bound (an unbounded queue, or a WebSocket connect queued behind a full router) "
+            "show up here instead of as fast 503s."
+        )
+    return notes
 
 
 def users_between(history: list[tuple[float, int]], a: float, b: float) -> list[int]:
@@ -356,6 +396,7 @@ def baseline_of(windows: list[dict[str, Any]], records, start: float) -> dict[st
     return {
         "users": low,
         "turns": figures["completed"],
+        "spans_s": [[w["start_s"], w["end_s"]] for w in candidates if w["users"] == low],
         **{
             k: figures[k]
             for k in (
@@ -497,6 +538,22 @@ class CounterDelta:
         return out
 
 
+def counters_between(
+    series: list[tuple[float, dict[str, dict[str, float]]]], a: float, b: float, lag_s: float = 0
+) -> dict[str, dict[str, float]]:
+    """Counter increase between `a` and `b`, read `lag_s` later (metrics arrive late)."""
+
+    def at(t: float) -> dict[str, dict[str, float]]:
+        before = [totals for ts, totals in series if ts <= t + lag_s]
+        return before[-1] if before else {}
+
+    start, end = at(a), at(b)
+    return {
+        group: {k: max(0.0, v - start.get(group, {}).get(k, 0.0)) for k, v in items.items()}
+        for group, items in end.items()
+    }
+
+
 class Sampler(threading.Thread):
     """Every `interval_s`: replicas per deployment (serve.status) and queue depth (metrics)."""
 
@@ -506,6 +563,8 @@ class Sampler(threading.Thread):
         self.interval_s = interval_s
         self.rows: list[dict[str, Any]] = []
         self.counters = CounterDelta()
+        # (time, totals so far) per scrape: per-window stage costs come from differences.
+        self.counter_series: list[tuple[float, dict[str, dict[str, float]]]] = []
         self.errors: dict[str, str] = {}
         self._halt = threading.Event()
 
@@ -563,6 +622,7 @@ class Sampler(threading.Thread):
                     key = (COUNTERS[name], stage, url, tuple(sorted(labels.items())))
                     counters[key] = value
         self.counters.update(counters)
+        self.counter_series.append((time.time(), self.counters.totals()))
         return gauges
 
 
@@ -919,6 +979,8 @@ def run_loadtest(opts: RunOptions) -> dict[str, Any]:
         history=read_history(out / "locust_stats_history.csv"),
         samples=sampler.rows,
         counters=sampler.counters.totals(),
+        counter_series=sampler.counter_series,
+        metrics_lag_s=_metrics_interval_s(),
         slo=slo,
         shape=shape,
         t_start=t_start,
@@ -930,6 +992,7 @@ def run_loadtest(opts: RunOptions) -> dict[str, Any]:
             "config": str(FAKE_CONFIG if opts.fake_backends else opts.config or "") or None,
             "backends": _backends(config),
             "deployments": _deployments(config),
+            "stage_options": _stage_options(config),
         },
         run={
             "personas": list(opts.personas),
@@ -983,6 +1046,12 @@ def _backends(config) -> dict[str, str] | None:
     return {s: config.pipeline.stage(s).backend for s in STAGES}
 
 
+def _stage_options(config) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    return {s: config.pipeline.stage(s).options for s in STAGES}
+
+
 def _deployments(config) -> dict[str, Any] | None:
     if config is None:
         return None
@@ -996,6 +1065,8 @@ def build_report(
     samples: list[dict[str, Any]],
     counters: dict[str, dict[str, float]],
     slo: Slo,
+    counter_series: list[tuple[float, dict[str, dict[str, float]]]] | None = None,
+    metrics_lag_s: float = 0.0,
     shape: Shape,
     t_start: float,
     t_end: float,
@@ -1010,11 +1081,39 @@ def build_report(
     start = history[0][0] if history else t_start
     span = max(1e-9, t_end - start)
     overall = figures_of(records, span_s=span)
-    windows = windows_of(records, history, start, t_end, slo)
+    # Windows end with the shape: after it, locust is only letting turns in flight finish.
+    windows = windows_of(records, history, start, min(t_end, start + shape.duration_s), slo)
     capacity = capacity_of(windows)
     checks = slo.check(overall)
     personas = sorted({r["persona"] for r in records})
     replicas = _replica_series(samples, start, history)
+    baseline = baseline_of(windows, records, start)
+    costs = stage_costs(records, counters, target.get("deployments"), target.get("backends"))
+    if baseline:
+        # Costs at the lightest load: no call waiting on another inside a replica.
+        spans = [(start + a, start + b) for a, b in baseline["spans_s"]]
+        inside = [r for r in records if any(a <= r["t1"] < b for a, b in spans)]
+        window_counters: dict[str, dict[str, float]] = {}
+        for a, b in spans:
+            for group, items in counters_between(counter_series or [], a, b, metrics_lag_s).items():
+                for k, v in items.items():
+                    bucket = window_counters.setdefault(group, {})
+                    bucket[k] = bucket.get(k, 0.0) + v
+        light = stage_costs(inside, window_counters, None, None)
+        for stage, entry in light.items():
+            if not entry.get("seconds_per_call"):
+                continue
+            # Calls per turn are the reply's shape, not the load's: the whole run counts them
+            # best (a short window cuts turns at its edges).
+            calls = costs[stage].get("calls_per_turn") or entry["calls_per_turn"]
+            costs[stage]["baseline"] = {
+                "source": entry["source"],
+                "seconds_per_call": entry["seconds_per_call"],
+                "calls_per_turn": calls,
+                "seconds_per_turn": round(entry["seconds_per_call"] * calls, 4),
+                "calls": entry["calls"],
+                "users": baseline["users"],
+            }
     return {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -1049,17 +1148,16 @@ def build_report(
         },
         "stall_s": distribution([r.get("stall_s") for r in records if r["outcome"] == "ok"]),
         "failures": failures_of(records),
+        "notes": notes_of(records, target),
         "capacity": capacity,
-        "baseline": baseline_of(windows, records, start),
+        "baseline": baseline,
         "session_cycle_s": session_cycle_s(records),
         "windows": windows,
         "users": [[round(t - start, 1), u] for t, u in history],
         "turn_points": _turn_points(records, start),
         "replicas": replicas,
         "server_turns": {k: round(v) for k, v in counters.get("turns", {}).items()},
-        "stage_costs": stage_costs(
-            records, counters, target.get("deployments"), target.get("backends")
-        ),
+        "stage_costs": costs,
         "locust": locust_stats or [],
         "prometheus": prometheus,
         "files": {},
@@ -1223,14 +1321,18 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {name} | {p['completed']} | {p['attempts'] - p['completed']} | "
                 f"{_fmt(d['p50'])} | {_fmt(d['p95'])} |"
             )
+    if report.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     rl = fail["rejected_latency_s"]
     lines += [
         "",
         "## Failures",
         "",
         f"- 503 rejections (overload): {fail['rejected_503']} "
-        f"(at connect {fail['rejected_at']['connect']}, mid-turn {fail['rejected_at']['turn']}); "
-        f"answered in p50 {_fmt(rl['p50'])} s, max {_fmt(rl['max'])} s",
+        f"(at connect {fail['rejected_at']['connect']}, before the reply "
+        f"{fail['rejected_at']['before_reply']}, cutting a reply short "
+        f"{fail['rejected_at']['mid_reply']}); refusals answered in p50 {_fmt(rl['p50'])} s, "
+        f"max {_fmt(rl['max'])} s",
         f"- timeouts (no `done` within {slo['turn_timeout_s']:g} s): {fail['timeouts']}",
         f"- other errors: {fail['errors']}",
     ]

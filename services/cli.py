@@ -89,6 +89,11 @@ def _add_serve(sub) -> None:
     cmd.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
     cmd.add_argument("--port", type=int, help="HTTP port (default from config: 8000)")
     cmd.add_argument("--num-cpus", type=int, help="logical CPUs Ray may schedule")
+    cmd.add_argument(
+        "--metrics-port",
+        type=int,
+        help="Ray metrics exporter port (default: Ray picks; `avatar monitor` finds it)",
+    )
     cmd.set_defaults(func=_serve)
 
 
@@ -111,7 +116,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     config = config.model_copy(update={"http": http})
     print(f"starting the avatar cluster ({config.name}) on a local Ray instance ...", flush=True)
-    url = local.start(config, num_cpus=args.num_cpus)
+    url = local.start(config, num_cpus=args.num_cpus, metrics_export_port=args.metrics_port)
     print(f"avatar cluster ready: {url}  (API docs: {url}/docs; Ctrl-C stops it)", flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
@@ -139,7 +144,20 @@ def _add_loadtest(sub) -> None:
     add_plan_command(sub)
 
 
-COMMANDS: list[Callable] = [_add_talk, _add_serve, _add_backends, _add_persona, _add_loadtest]
+def _add_monitor(sub) -> None:
+    from services.monitor import add_monitor_command
+
+    add_monitor_command(sub)
+
+
+COMMANDS: list[Callable] = [
+    _add_talk,
+    _add_serve,
+    _add_backends,
+    _add_persona,
+    _add_loadtest,
+    _add_monitor,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -136,9 +136,9 @@ def start_prometheus(
     Returns once Prometheus answers `/-/ready`. Its log goes to `data_dir/prometheus.log`.
     Stop it with `stop_prometheus`. `port=None` picks a free one.
     """
-    binary = binary or shutil.which("prometheus")
-    if binary is None:
-        raise MonitorError(f"the `prometheus` binary is not on PATH: {INSTALL_HINT}")
+    found = shutil.which(binary or "prometheus")
+    if found is None:
+        raise MonitorError(f"no `{binary or 'prometheus'}` binary: {INSTALL_HINT}")
     port = port or free_port(host)
     if _listening(host, port, timeout_s=0.2):
         raise MonitorError(f"{host}:{port} is in use: pick another port with --port")
@@ -146,7 +146,7 @@ def start_prometheus(
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "prometheus.log"
     command = [
-        binary,
+        found,
         f"--config.file={config_path}",
         f"--storage.tsdb.path={data_dir / 'tsdb'}",
         f"--storage.tsdb.retention.time={retention}",

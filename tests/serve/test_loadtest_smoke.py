@@ -13,6 +13,7 @@ import json
 import time
 
 import pytest
+from ray import serve
 
 from deployments import local
 from loadtests.run import RunOptions, run_loadtest
@@ -49,33 +50,28 @@ def test_a_spike_past_capacity_is_reported_as_503s_with_slo_verdict_and_plot(
     url = local.deploy(config, route_prefix="/loadsmoke")
     out = tmp_path / "report"
     started = time.monotonic()
-    report = run_loadtest(
-        RunOptions(
-            out=out,
-            url=url,
-            app="loadsmoke",
-            app_config=config,
-            shape="spike:base=2,peak=12,warmup_s=8,spike_s=12,cooldown_s=8",
-            think_s=(0.2, 0.5),
-            realtime=False,
-            warmup=False,
-            sample_s=1.0,
-            tail_s=3.0,
-            slo_overrides={
-                "ttff_p95_s": 10.0,
-                "error_rate": 0.0,
-                "turn_timeout_s": 30.0,
-                "window_s": 10.0,
-                "min_window_turns": 1,
-            },
-        )
-    )
+    try:
+        report = _run(url, config, out)
+    finally:
+        serve.delete("loadsmoke")  # free the shared instance for the tests after this one
     assert time.monotonic() - started < 110, "the smoke load test overran its budget"
 
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["schema"] == report["schema"] == "avatar-loadtest-report/1"
-    for key in ("machine", "target", "shape", "slo", "turns", "latency_s", "failures",
-                "capacity", "windows", "replicas", "stage_costs", "per_persona"):  # fmt: skip
+    for key in (
+        "machine",
+        "target",
+        "shape",
+        "slo",
+        "turns",
+        "latency_s",
+        "failures",
+        "capacity",
+        "windows",
+        "replicas",
+        "stage_costs",
+        "per_persona",
+    ):
         assert key in on_disk, key
     assert (out / "report.md").read_text().startswith("# Load test: FAIL")
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -109,3 +105,28 @@ def test_a_spike_past_capacity_is_reported_as_503s_with_slo_verdict_and_plot(
     assert len(series) >= 10
     assert set(report["replicas"]["summary"]) >= {"asr", "llm", "tts", "render", "router"}
     assert all(c["seconds_per_turn"] > 0 for c in report["stage_costs"].values())
+
+
+def _run(url, config, out):
+    """The runner against `url`: a spike to 12 users for 12 s, flat out (no speech pacing)."""
+    return run_loadtest(
+        RunOptions(
+            out=out,
+            url=url,
+            app="loadsmoke",
+            app_config=config,
+            shape="spike:base=2,peak=12,warmup_s=8,spike_s=12,cooldown_s=8",
+            think_s=(0.2, 0.5),
+            realtime=False,
+            warmup=False,
+            sample_s=1.0,
+            tail_s=3.0,
+            slo_overrides={
+                "ttff_p95_s": 10.0,
+                "error_rate": 0.0,
+                "turn_timeout_s": 30.0,
+                "window_s": 10.0,
+                "min_window_turns": 1,
+            },
+        )
+    )
