@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         **run(pipeline, args.turns),
         "wall_s": round(time.time() - started, 1),
     }
+    pipeline.close()  # native sessions go before interpreter teardown (see services.talk)
     json.dump(report, sys.stdout, indent=2)
     print()
     return 0

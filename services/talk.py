@@ -134,13 +134,20 @@ def talk_in_process(request: TalkRequest, pipeline: Pipeline | None = None) -> d
     """Run one turn in this process and return the JSON summary."""
     audio = read_input_audio(request)
     turns = persona_turns(request)
+    owned = pipeline is None
     if pipeline is None:
         pipeline = Pipeline.from_config(build_config(request))
-    pipeline.load()
-    events = pipeline.run_turn(
-        audio=audio, text=request.text if audio is None else None, planner=turns
-    )
-    result, extra = stream_to_mp4(events, pipeline.render.fps, request.out)
+    try:
+        pipeline.load()
+        events = pipeline.run_turn(
+            audio=audio, text=request.text if audio is None else None, planner=turns
+        )
+        result, extra = stream_to_mp4(events, pipeline.render.fps, request.out)
+    finally:
+        if owned:
+            # Release native sessions (onnxruntime, llama.cpp, EGL) before interpreter
+            # teardown: left to exit, their destructors race and can abort the process.
+            pipeline.close()
     if turns is not None:
         turns.finish(result.reply, result.timings)
     return summarize(result, extra, request.out)
