@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 
-from services.backend import Backend
+from services.backend import Backend, BackendError
 from services.types import ChatMessage
 
 
@@ -16,7 +16,6 @@ class LLMBackend(Backend):
     turns them into sentences (`services.llm.sentences`). `max_tokens` is a hard bound.
     """
 
-    @abstractmethod
     def stream(
         self,
         messages: Sequence[ChatMessage],
@@ -25,3 +24,13 @@ class LLMBackend(Backend):
         temperature: float = 0.0,
     ) -> Iterator[str]:
         """Yield the reply's text pieces in order."""
+        if not messages:
+            raise BackendError("no messages to answer")
+        self.load()
+        return self._stream(messages, max_tokens=max_tokens, temperature=temperature)
+
+    @abstractmethod
+    def _stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
+    ) -> Iterator[str]:
+        """Generate from a loaded model; `messages` is not empty."""

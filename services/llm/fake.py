@@ -41,16 +41,9 @@ class FakeLLM(LLMBackend):
     def _load(self) -> None:
         self._random = random.Random(self.options.seed)
 
-    def stream(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
+    def _stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
     ) -> Iterator[str]:
-        self.load()
-        if not messages:
-            raise BackendError("no messages to answer")
         with self._lock:
             failed = self._random.random() < self.options.failure_rate
         time.sleep(self.options.ttft_s)

@@ -67,16 +67,9 @@ class LlamaCppLLM(LLMBackend):
             verbose=False,
         )
 
-    def stream(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
+    def _stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
     ) -> Iterator[str]:
-        if not messages:
-            raise BackendError("no messages to answer")
-        self.load()
         with self._lock:
             completion = self._llama.create_chat_completion(
                 messages=[{"role": m.role, "content": m.content} for m in messages],

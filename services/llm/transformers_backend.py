@@ -74,16 +74,9 @@ class TransformersLLM(LLMBackend):
         self._model = model.to(device).eval()
         self._device = device
 
-    def stream(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
+    def _stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
     ) -> Iterator[str]:
-        if not messages:
-            raise BackendError("no messages to answer")
-        self.load()
         from transformers import TextIteratorStreamer
 
         prompt = self._tokenizer.apply_chat_template(
