@@ -48,19 +48,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def spoken_questions(pipeline: Pipeline) -> list:
+def spoken_questions(tts) -> list:
+    """`QUESTIONS` spoken by a TTS backend, as ASR input clips."""
     from services.types import AudioChunk
 
     clips = []
     for question in QUESTIONS:
-        speech = pipeline.tts.synthesize(question)
+        speech = tts.synthesize(question)
         clips.append(AudioChunk(speech.samples, speech.sample_rate))
     return clips
 
 
 def run(pipeline: Pipeline, turns: int, warmup: int = 1) -> dict:
     load_s = pipeline.load()
-    clips = spoken_questions(pipeline)
+    clips = spoken_questions(pipeline.tts)
     results: list[dict] = []
     for i in range(warmup + turns):
         result, sentences = None, 0

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from deployments.config import AppConfig, load_app_config
-from loadtests.bench_pipeline import QUESTIONS, percentile
+from loadtests.bench_pipeline import percentile, spoken_questions
 from loadtests.machine import describe
 from services.audio import wav_bytes
 from services.pipeline import Pipeline
@@ -85,14 +85,9 @@ def on_serve(config: AppConfig, clips, turns: int, levels: list[int]) -> list[di
 
 def spoken(config: AppConfig):
     from services.registry import create_backend
-    from services.types import AudioChunk
 
     tts = create_backend("tts", config.pipeline.tts.backend, config.pipeline.tts.options)
-    clips = []
-    for question in QUESTIONS:
-        speech = tts.synthesize(question)
-        clips.append(AudioChunk(speech.samples, speech.sample_rate))
-    return clips
+    return spoken_questions(tts)
 
 
 def main(argv: list[str] | None = None) -> int:
