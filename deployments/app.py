@@ -14,9 +14,10 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from deployments.config import STAGES, AppConfig, load_app_config
 from deployments.router import Router
 from deployments.stages import STAGE_CLASSES
+from services.core.config import AppConfig, load_app_config, parse_app_config
+from services.core.registry import STAGES
 
 
 def app_config_from_args(args: dict[str, Any]) -> AppConfig:
@@ -28,20 +29,29 @@ def app_config_from_args(args: dict[str, Any]) -> AppConfig:
         raise ValueError("give config or config_path, not both")
     if "config_path" in args:
         return load_app_config(args["config_path"])
-    return AppConfig(**args.get("config", {}))
+    return parse_app_config(args.get("config", {}), where="args.config")
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
-    """The avatar app: four stage deployments and the router ingress."""
+    """The avatar app: four stage deployments and the router ingress.
+
+    The config is validated here, once; the replicas receive the typed objects (pickled by
+    Ray), so a stage's options reach its backend without another parse.
+    """
     config = app_config_from_args(args or {})
+    return bind_app(config)
+
+
+def bind_app(config: AppConfig) -> Application:
+    """The app graph of an already validated config."""
     handles = {
         stage: serve.deployment(
-            STAGE_CLASSES[stage], name=stage, **config.deployments[stage].serve_options()
-        ).bind(config.pipeline.stage(stage).model_dump())
+            STAGE_CLASSES[stage], name=stage, **config.deployment(stage).serve_options()
+        ).bind(config.stage(stage))
         for stage in STAGES
     }
-    router = serve.deployment(Router, name="router", **config.deployments["router"].serve_options())
-    return router.bind(**handles, config=config.model_dump(mode="json"))
+    router = serve.deployment(Router, name="router", **config.router.serve.serve_options())
+    return router.bind(**handles, config=config)
 
 
 # For `serve build deployments.app:app` / `serve run deployments.app:app`: the local config.

@@ -1,4 +1,4 @@
-"""Ray Serve metrics sink: the `services.telemetry` catalogue as `ray.serve.metrics` objects.
+"""Ray Serve metrics sink: the `services.core.telemetry` catalogue as `ray.serve.metrics` objects.
 
 Ray exports them on each node's metrics port with a `ray_` prefix (and Serve's own
 deployment/replica/application tags), next to Serve's built-in queue and replica metrics.
@@ -10,7 +10,7 @@ import threading
 
 from ray.serve import metrics as serve_metrics
 
-from services.telemetry import BY_NAME, Telemetry
+from services.core.telemetry import BY_NAME, Telemetry
 
 _created: dict[str, object] = {}
 _lock = threading.Lock()

@@ -2,7 +2,7 @@
 
 Ray cannot pass a streaming generator from one deployment into another, so the router drives
 every stream itself (`RayStages`) and forwards sentence by sentence. The API logic lives in
-`services.api` / `services.conversation`; this file only maps HTTP and WebSocket onto it.
+`services.server` (requests, conversation); this file only maps HTTP and WebSocket onto it.
 """
 
 import asyncio
@@ -18,20 +18,19 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.config import AppConfig
 from deployments.metrics import ray_telemetry
-from services.api import ApiError, parse_turn_request
-from services.config import TurnSettings
-from services.conversation import Conversation
-from services.persona.planner import Personas
-from services.sessions import SessionStore
-from services.socket_session import SocketSession
-from services.types import AudioChunk, AvatarLook, ChatMessage, SpeechChunk, Transcript
+from services.core.config import AppConfig, TurnSettings
+from services.core.types import AudioChunk, AvatarLook, ChatMessage, SpeechChunk, Transcript
+from services.persona.personas import Personas
+from services.server.conversation import Conversation
+from services.server.requests import ApiError, parse_turn_request
+from services.server.socket_session import SocketSession
+from services.storage.database import open_storage
 
 app = FastAPI(
     title="avatar-serve",
     description="Streaming API of the avatar cluster: speech or text in, the avatar's "
-    "transcript, reply, audio and lip-synced frames out. See services/wire.py for events.",
+    "transcript, reply, audio and lip-synced frames out. See services/server/events.py for events.",
     version="0.1.0",
 )
 
@@ -82,23 +81,18 @@ async def _ndjson(first: dict[str, Any], events: AsyncIterator[dict[str, Any]]):
 class Router:
     """Ingress deployment; built by `deployments.app.build_app` with options from config."""
 
-    def __init__(self, asr, llm, tts, render, config: dict[str, Any]) -> None:
-        self.config = AppConfig(**config)
-        state = self.config.state
-        store = SessionStore(
-            sqlite_path=state.sqlite_path if state.backend == "sqlite" else None,
-            dsn=state.dsn,
-            ttl_s=state.session_ttl_s,
-        )
+    def __init__(self, asr, llm, tts, render, config: AppConfig) -> None:
+        self.config = config
+        storage = open_storage(config.storage)
         self.stages = RayStages(asr, llm, tts, render)
         self.conversation = Conversation(
             self.stages,
-            self.config.pipeline.turn,
-            store,
-            fps=self.config.pipeline.render.validated_options().fps,
-            max_sessions=self.config.limits.max_sessions,
+            config.turn,
+            storage.sessions,
+            fps=config.stages.render.options.fps,
+            max_sessions=config.limits.max_sessions,
             telemetry=ray_telemetry(),
-            personas=Personas(self.config.personas),
+            personas=Personas(config.personas, storage.transcripts),
         )
         self._open_sockets = 0
         # A Ray gauge vanishes ~30 s after its last set(): refresh it while the replica lives.

@@ -16,12 +16,10 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from deployments.metrics import ray_telemetry
-from services.config import StageConfig, TurnSettings
-from services.orchestrator import llm_sentences
-from services.registry import create_backend
-from services.render.jpeg import to_jpeg
-from services.streams import iterate_in_thread
-from services.types import (
+from services.core.config import StageConfig, TurnSettings
+from services.core.registry import create_backend
+from services.core.streams import iterate_in_thread
+from services.core.types import (
     AudioChunk,
     AvatarLook,
     ChatMessage,
@@ -30,6 +28,8 @@ from services.types import (
     Transcript,
     VideoFrame,
 )
+from services.stages.render.jpeg import to_jpeg
+from services.turn.orchestrator import llm_sentences
 
 
 class StageDeployment:
@@ -37,8 +37,7 @@ class StageDeployment:
 
     stage = ""
 
-    def __init__(self, stage_config: dict[str, Any]) -> None:
-        config = StageConfig(stage=self.stage, **stage_config)
+    def __init__(self, config: StageConfig) -> None:
         self.backend_name = config.backend
         self.backend = create_backend(self.stage, config.backend, config.options)
         self.backend.load()
@@ -66,6 +65,17 @@ class StageDeployment:
     def figure(self, name: str, value: float) -> None:
         self.telemetry.observe(name, value, backend=self.backend_name)
 
+    async def in_thread(self, fn, *args, **kwargs) -> tuple[Any, float]:
+        """Run a blocking backend call in a worker thread; returns (result, seconds taken)."""
+        start = time.perf_counter()
+        result = await asyncio.to_thread(fn, *args, **kwargs)
+        return result, time.perf_counter() - start
+
+    def real_time_factor(self, name: str, seconds: float, media_s: float) -> None:
+        """Observe compute seconds per second of audio (skipped for empty media)."""
+        if media_s:
+            self.figure(name, seconds / media_s)
+
     async def health(self) -> dict[str, Any]:
         return {"stage": self.stage, **self.backend.health()}
 
@@ -80,10 +90,8 @@ class ASRDeployment(StageDeployment):
 
     async def transcribe(self, audio: AudioChunk) -> Transcript:
         with self.call():
-            start = time.perf_counter()
-            transcript = await asyncio.to_thread(self.backend.transcribe, audio)
-            if audio.duration_s:
-                self.figure("avatar_asr_rtf", (time.perf_counter() - start) / audio.duration_s)
+            transcript, seconds = await self.in_thread(self.backend.transcribe, audio)
+            self.real_time_factor("avatar_asr_rtf", seconds, audio.duration_s)
             return transcript
 
 
@@ -113,12 +121,10 @@ class TTSDeployment(StageDeployment):
 
     async def synthesize(self, text: str, voice: str | None, speed: float) -> SpeechChunk:
         with self.call():
-            start = time.perf_counter()
-            speech = await asyncio.to_thread(
+            speech, seconds = await self.in_thread(
                 self.backend.synthesize, text, voice=voice, speed=speed
             )
-            if speech.duration_s:
-                self.figure("avatar_tts_rtf", (time.perf_counter() - start) / speech.duration_s)
+            self.real_time_factor("avatar_tts_rtf", seconds, speech.duration_s)
             return speech
 
 

@@ -16,9 +16,9 @@ import sys
 import time
 
 from loadtests.machine import describe
-from services.config import load_pipeline_config
-from services.pipeline import Pipeline, TurnResult
-from services.types import ReplyChunk
+from services.core.config import load_app_config
+from services.core.types import ReplyChunk
+from services.turn.pipeline import Pipeline, TurnResult
 
 QUESTIONS = [
     "Hello! Can you tell me a little about yourself?",
@@ -50,7 +50,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def spoken_questions(tts) -> list:
     """`QUESTIONS` spoken by a TTS backend, as ASR input clips."""
-    from services.types import AudioChunk
+    from services.core.types import AudioChunk
 
     clips = []
     for question in QUESTIONS:
@@ -88,19 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=5, help="measured turns (after 1 warm-up)")
     parser.add_argument("--config", help="app config YAML (default: built-in local backends)")
     args = parser.parse_args(argv)
-    config = load_pipeline_config(args.config)
+    config = load_app_config(args.config)
     pipeline = Pipeline.from_config(config)
     started = time.time()
     report = {
         "benchmark": "pipeline_in_process",
         "machine": describe(),
         "backends": {s: config.stage(s).backend for s in ("asr", "llm", "tts", "render")},
-        "render": config.render.options,
+        "render": config.stage("render").options.model_dump(mode="json"),
         "max_sentences": config.turn.max_sentences,
         **run(pipeline, args.turns),
         "wall_s": round(time.time() - started, 1),
     }
-    pipeline.close()  # native sessions go before interpreter teardown (see services.talk)
+    pipeline.close()  # native sessions go before interpreter teardown (see services.commands.talk)
     json.dump(report, sys.stdout, indent=2)
     print()
     return 0

@@ -17,12 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-from deployments.config import AppConfig, load_app_config
 from loadtests.bench_pipeline import percentile, spoken_questions
 from loadtests.machine import describe
-from services.audio import wav_bytes
-from services.pipeline import Pipeline
-from services.types import VideoFrame
+from services.core.audio import wav_bytes
+from services.core.config import AppConfig, load_app_config
+from services.core.types import VideoFrame
+from services.turn.pipeline import Pipeline
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "deployments/configs/local.yaml"
 
@@ -44,7 +44,7 @@ def measure(turn_fn, clips, turns: int, concurrency: int) -> dict:
 
 
 def in_process(config: AppConfig, clips, turns: int, levels: list[int]) -> list[dict]:
-    pipeline = Pipeline.from_config(config.pipeline)
+    pipeline = Pipeline.from_config(config)
     pipeline.load()
 
     def turn(clip) -> float:
@@ -62,10 +62,10 @@ def in_process(config: AppConfig, clips, turns: int, levels: list[int]) -> list[
 
 
 def on_serve(config: AppConfig, clips, turns: int, levels: list[int]) -> list[dict]:
-    from deployments import local
-    from services.client import turn_events
+    from deployments import ray_cluster
+    from services.commands.client import turn_events
 
-    url = local.start(config)
+    url = ray_cluster.start(config)
     payloads = {id(c): wav_bytes(c.samples, c.sample_rate) for c in clips}
 
     def turn(clip) -> float:
@@ -80,13 +80,13 @@ def on_serve(config: AppConfig, clips, turns: int, levels: list[int]) -> list[di
         turn(clips[0])  # warm-up
         return [measure(turn, clips, turns, c) for c in levels]
     finally:
-        local.stop()
+        ray_cluster.stop()
 
 
 def spoken(config: AppConfig):
-    from services.registry import create_backend
+    from services.core.registry import create_backend
 
-    tts = create_backend("tts", config.pipeline.tts.backend, config.pipeline.tts.options)
+    tts = create_backend("tts", config.stage("tts").backend, config.stage("tts").options)
     return spoken_questions(tts)
 
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "serving_overhead",
         "machine": describe(),
         "config": str(args.config),
-        "backends": {s: config.pipeline.stage(s).backend for s in ("asr", "llm", "tts", "render")},
+        "backends": {s: config.stage(s).backend for s in ("asr", "llm", "tts", "render")},
         "in_process": local_results,
         "serve": serve_results,
         "serve_over_in_process": overhead,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,11 +30,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-if __package__ in (None, ""):  # run as a file: make `services` importable from the repo root
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from services.persona.embedder import create_embedder  # noqa: E402
-from services.persona.registry import PACKS_DIR, PersonaRegistry  # noqa: E402
+from services.persona.embedder import create_embedder
+from services.persona.library import PACKS_DIR, PersonaRegistry
 
 QUESTIONS = Path(__file__).with_name("persona_questions.yaml")
 

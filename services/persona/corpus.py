@@ -76,26 +76,6 @@ class Statement:
         return f"{context}: {self.text}" if context else self.text
 
 
-@dataclass(frozen=True)
-class Source:
-    """A statement that grounded a reply, as the client shows it in a citation."""
-
-    id: str
-    source: str
-    text: str
-    score: float
-    title: str | None = None
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "source": self.source,
-            "title": self.title,
-            "text": self.text,
-            "score": round(float(self.score), 4),
-        }
-
-
 def split_sentences(text: str) -> list[str]:
     """Sentences of a statement (a simple splitter: statements are short, edited prose)."""
     return [piece.strip() for piece in _SENTENCE_END.split(text) if piece.strip()]

@@ -44,6 +44,7 @@ class Embedder(ABC):
         """Return a (len(texts), dim) float32 array of L2-normalised rows."""
 
     def embed_one(self, text: str) -> np.ndarray:
+        """Embed one text; a (dim,) float32 unit vector."""
         return self.embed([text])[0]
 
 

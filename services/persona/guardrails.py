@@ -191,6 +191,7 @@ def is_small_talk(text: str) -> bool:
 
 
 def word_count(text: str) -> int:
+    """Runs of word characters and apostrophes in `text` ("..." and "" count 0)."""
     return len(re.findall(r"[\w']+", text))
 
 
@@ -216,6 +217,7 @@ class HumanClaimFilter:
         self._pattern = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
 
     def claims_human(self, sentence: str) -> bool:
+        """True when the sentence claims the speaker is human (or the real person)."""
         return bool(self._pattern.search(normalise(sentence)))
 
     def __call__(self, sentence: str) -> str:

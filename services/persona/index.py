@@ -30,7 +30,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from services.persona.corpus import Source, Statement, statement_views, term_rewriter
+from services.core.types import Source
+from services.persona.corpus import Statement, statement_views, term_rewriter
 from services.persona.embedder import Embedder
 from services.persona.pack import PersonaPack
 
@@ -78,6 +79,7 @@ class StatementIndex:
 
     @classmethod
     def build(cls, pack: PersonaPack, embedder: Embedder) -> StatementIndex:
+        """Embed every view of every statement of `pack` (in memory; `save` stores it)."""
         rewrite = pack_rewriter(pack)
         texts: list[str] = []
         owners: list[int] = []
@@ -97,6 +99,7 @@ class StatementIndex:
         )
 
     def is_current(self, pack: PersonaPack, embedder: Embedder) -> bool:
+        """True when built from this corpus, with this embedder and these view settings."""
         return (
             self.corpus_hash == pack.corpus_hash
             and self.embedder_name == embedder.name
@@ -130,6 +133,7 @@ class StatementIndex:
         ]
 
     def save(self, folder: Path) -> None:
+        """Write both files into `folder`, atomically and `index.json` last (see module doc)."""
         folder.mkdir(parents=True, exist_ok=True)
         _atomic_write(folder / EMBEDDINGS_FILE, lambda f: np.save(f, self.embeddings))
         meta = {

@@ -1,25 +1,23 @@
-"""Persona packs: `persona.yaml` + `corpus/`, validated before anything is served.
+"""Persona packs on disk: a folder with `persona.yaml` + `corpus/`, loaded and validated.
 
-Every field is described and bounded and unknown keys are errors, so a typo in a pack fails at
-`avatar persona validate` instead of silently changing how a real person's twin behaves. A broken
-pack raises `PackError`, whose message names the file and the field (`persona.yaml: consent.scope:
-...`), one line, fit for a CLI exit message.
-
-Consent is part of the schema, not a comment: a pack that uses a cloned voice or a likeness must
-have consent to that scope, and an expired consent makes the pack unservable.
+`load_pack` is the one way a pack gets into the process: it parses `persona.yaml` against
+`schema.PersonaConfig`, refuses an expired consent, reads and splits every corpus file, and
+hashes the corpus so a stale index is detected. A broken pack raises `PackError`, whose message
+names the file and the field (`persona.yaml: consent.scope: ...`), one line, fit for a CLI exit
+message. `write_pack` is the reverse, for tools and tests; `pack_signature` is the cheap change
+detector the library polls.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
+from services.core.types import AvatarLook
 from services.persona.corpus import (
     CORPUS_SUFFIXES,
     CorpusMeta,
@@ -28,22 +26,12 @@ from services.persona.corpus import (
     split_front_matter,
     split_statements,
 )
-from services.types import AvatarLook
+from services.persona.schema import PersonaConfig
 
 PACK_FILE = "persona.yaml"
 CORPUS_DIR = "corpus"
 MAX_CORPUS_FILES = 500
 MAX_CORPUS_FILE_BYTES = 1_000_000
-_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}[a-z0-9]$"
-_AI_WORD = re.compile(r"\b(AI|A\.I\.|artificial intelligence)\b", re.IGNORECASE)
-
-ConsentScope = Literal[
-    "statements",  # the corpus may be used to answer as the person
-    "voice",  # a voice cloned from / chosen to resemble the person
-    "likeness",  # a face or avatar asset resembling the person
-    "public_deployment",  # may be shown to the public, not only internally
-    "transcripts",  # conversations with the twin may be logged and reviewed
-]
 
 
 class PackError(ValueError):
@@ -62,270 +50,15 @@ class PackError(ValueError):
         super().__init__(f"{file}: {field}: {message}")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class VoiceSettings(_Strict):
-    """How the persona sounds; passed per request to the TTS stage."""
-
-    piper_voice: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=500,
-        description=(
-            "Piper voice (.onnx path, relative to the pack or absolute); null = the TTS "
-            "replica's configured default voice."
-        ),
-    )
-    speed: float = Field(default=1.0, ge=0.5, le=2.0, description="Speaking rate; >1 is faster.")
-
-
-class LookSettings(_Strict):
-    """How the persona looks; passed per request to the render stage as an `AvatarLook`."""
-
-    asset_path: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=500,
-        description="glTF head asset (relative to the pack or absolute); null = renderer default.",
-    )
-    skin_rgb: tuple[float, float, float] = Field(
-        default=(0.87, 0.70, 0.60), description="Skin colour, linear RGB, each in [0, 1]."
-    )
-    background_rgb: tuple[float, float, float] = Field(
-        default=(0.16, 0.18, 0.22), description="Background colour, linear RGB, each in [0, 1]."
-    )
-
-    @field_validator("skin_rgb", "background_rgb")
-    @classmethod
-    def _unit_range(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
-        if any(not 0.0 <= channel <= 1.0 for channel in value):
-            raise ValueError("each channel must be in [0, 1]")
-        return value
-
-
-class Consent(_Strict):
-    """Who agreed to this twin existing, when, and to what."""
-
-    granted_by: str = Field(
-        min_length=1, max_length=200, description="The person (or estate) who gave consent."
-    )
-    granted_at: date = Field(description="Date consent was given (ISO 8601).")
-    scope: list[ConsentScope] = Field(
-        min_length=1, max_length=5, description="What the consent covers; must include statements."
-    )
-    expires_at: date | None = Field(
-        default=None, description="Date after which the twin must not be served; null = no expiry."
-    )
-    document: str | None = Field(
-        default=None,
-        max_length=500,
-        description="Reference to the signed consent record (ticket, file, URL).",
-    )
-
-    @model_validator(mode="after")
-    def _coherent(self) -> Consent:
-        if "statements" not in self.scope:
-            raise ValueError("scope must include 'statements' (the corpus is the twin's knowledge)")
-        if len(set(self.scope)) != len(self.scope):
-            raise ValueError("scope lists an entry twice")
-        if self.expires_at is not None and self.expires_at <= self.granted_at:
-            raise ValueError("expires_at must be after granted_at")
-        if self.granted_at > datetime.now(UTC).date():
-            raise ValueError("granted_at is in the future")
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "granted_by": self.granted_by,
-            "granted_at": self.granted_at.isoformat(),
-            "scope": list(self.scope),
-            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
-            "document": self.document,
-        }
-
-
-class AvoidTopic(_Strict):
-    """A topic the twin declines, detected in code (keywords; examples by embedding)."""
-
-    name: str = Field(min_length=1, max_length=80, description="Short label, used in audit logs.")
-    keywords: list[str] = Field(
-        default_factory=list,
-        max_length=100,
-        description="Words or phrases (case-insensitive, whole words) that trigger a refusal.",
-    )
-    examples: list[str] = Field(
-        default_factory=list,
-        max_length=50,
-        description="Example questions; a user turn this close in meaning is refused too.",
-    )
-    reply: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=400,
-        description="Refusal for this topic in the persona's style; null = `replies.refusal`.",
-    )
-
-    @model_validator(mode="after")
-    def _has_trigger(self) -> AvoidTopic:
-        if not self.keywords and not self.examples:
-            raise ValueError("give keywords or examples, or the topic can never trigger")
-        if any(not k.strip() or len(k) > 80 for k in self.keywords):
-            raise ValueError("keywords must be non-empty and at most 80 characters")
-        return self
-
-
-class Replies(_Strict):
-    """Canned replies in the persona's voice, spoken without calling the LLM."""
-
-    disclosure: str = Field(
-        min_length=10,
-        max_length=400,
-        description="Answer to 'are you real / a bot?'; must say it is an AI.",
-    )
-    refusal: str = Field(
-        min_length=10, max_length=400, description="Polite refusal for an avoided topic."
-    )
-    unsafe: str = Field(
-        min_length=10, max_length=400, description="Polite refusal for unsafe requests."
-    )
-    no_answer: str = Field(
-        min_length=10,
-        max_length=400,
-        description="When the corpus has nothing that supports an answer: decline to guess.",
-    )
-    not_heard: str = Field(
-        default="Sorry, I didn't catch that. Could you say it again?",
-        min_length=5,
-        max_length=200,
-        description="Reply to an empty or unintelligible turn.",
-    )
-
-    @field_validator("disclosure")
-    @classmethod
-    def _says_ai(cls, value: str) -> str:
-        if not _AI_WORD.search(value):
-            raise ValueError("must say plainly that this is an AI (contain the word 'AI')")
-        return value
-
-
-class RetrievalSettings(_Strict):
-    """How statements are retrieved for a turn."""
-
-    top_k: int = Field(default=3, ge=1, le=10, description="Statements returned as sources.")
-    answer_mode: Literal["generate", "quote"] = Field(
-        default="generate",
-        description=(
-            "generate: the LLM answers from the quoted statements; quote: the twin speaks the "
-            "best statement verbatim (the person's own words; for small LLMs that invent facts)."
-        ),
-    )
-    prompt_statements: int = Field(
-        default=3, ge=1, le=5, description="Of those, how many go verbatim into the LLM prompt."
-    )
-    min_score: float = Field(
-        default=0.42,
-        ge=0.0,
-        le=1.0,
-        description=(
-            "Cosine similarity (MiniLM scale) the best statement must reach for a question to "
-            "be answered; below it the twin says it has nothing on that."
-        ),
-    )
-    topic_similarity: float = Field(
-        default=0.70,
-        ge=0.0,
-        le=1.0,
-        description="Similarity to an avoid-topic or disclosure example that triggers it.",
-    )
-    history_messages: int = Field(
-        default=4, ge=0, le=20, description="Earlier messages of the conversation in the prompt."
-    )
-    generic_terms: dict[str, str] = Field(
-        default_factory=dict,
-        max_length=20,
-        description=(
-            "Names that run through the whole corpus (the company's) -> a generic phrase, applied "
-            "to statements and questions before embedding, so that merely naming the company "
-            "does not make an unanswerable question look answerable."
-        ),
-    )
-
-    @field_validator("generic_terms")
-    @classmethod
-    def _bounded_terms(cls, value: dict[str, str]) -> dict[str, str]:
-        for term, replacement in value.items():
-            if not 1 <= len(term.strip()) <= 60 or len(replacement) > 60:
-                raise ValueError("terms must be 1-60 characters, replacements at most 60")
-        return value
-
-
-class PersonaConfig(_Strict):
-    """`persona.yaml`: everything about a persona except its corpus."""
-
-    id: str = Field(
-        pattern=_ID_PATTERN,
-        description="Stable id, lowercase letters/digits/dashes; must equal the folder name.",
-    )
-    display_name: str = Field(min_length=1, max_length=100, description="Name shown to users.")
-    short_name: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=40,
-        description="What users call them ('Maya'); null = first word of display_name.",
-    )
-    role: str = Field(
-        min_length=1, max_length=200, description="One line: who they are ('CEO of X')."
-    )
-    speaking_style: str = Field(
-        min_length=1,
-        max_length=400,
-        description="How they talk, one or two sentences; goes into the system prompt.",
-    )
-    greeting: str = Field(
-        min_length=10,
-        max_length=400,
-        description="First thing the twin says in a session; must disclose that it is an AI.",
-    )
-    topics_to_avoid: list[AvoidTopic] = Field(
-        default_factory=list, max_length=50, description="Topics the twin declines."
-    )
-    replies: Replies = Field(description="Canned replies for the non-LLM paths.")
-    voice: VoiceSettings = Field(default_factory=VoiceSettings, description="TTS parameters.")
-    look: LookSettings = Field(default_factory=LookSettings, description="Render parameters.")
-    consent: Consent = Field(description="The consent record this twin is served under.")
-    retrieval: RetrievalSettings = Field(
-        default_factory=RetrievalSettings, description="Retrieval and prompt settings."
-    )
-
-    @field_validator("greeting")
-    @classmethod
-    def _greeting_discloses(cls, value: str) -> str:
-        # The session-start disclosure is a product rule: enforce it where packs are written.
-        if not _AI_WORD.search(value):
-            raise ValueError("must disclose that this is an AI (contain the word 'AI')")
-        return value
-
-    @model_validator(mode="after")
-    def _consent_covers_use(self) -> PersonaConfig:
-        if self.voice.piper_voice is not None and "voice" not in self.consent.scope:
-            raise ValueError("voice.piper_voice is set but consent.scope lacks 'voice'")
-        if self.look.asset_path is not None and "likeness" not in self.consent.scope:
-            raise ValueError("look.asset_path is set but consent.scope lacks 'likeness'")
-        if self.retrieval.prompt_statements > self.retrieval.top_k:
-            raise ValueError("retrieval.prompt_statements must not exceed retrieval.top_k")
-        return self
-
-    @property
-    def name(self) -> str:
-        """What users call the persona."""
-        return self.short_name or self.display_name.split()[0]
-
-
 @dataclass(frozen=True)
 class CorpusFile:
-    """One validated corpus file."""
+    """One validated corpus file.
+
+    Attributes:
+        name: Path relative to `corpus/`, with forward slashes; the prefix of statement ids.
+        meta: Its front matter (defaults when it has none).
+        statements: Its statements, in paragraph order.
+    """
 
     name: str
     meta: CorpusMeta
@@ -352,6 +85,7 @@ class PersonaPack:
 
     @property
     def id(self) -> str:
+        """The persona id (`persona.yaml: id`, equal to the folder name)."""
         return self.config.id
 
     def resolve(self, path: str | None) -> str | None:
@@ -363,6 +97,7 @@ class PersonaPack:
 
     @property
     def look(self) -> AvatarLook:
+        """Render parameters, with the asset path resolved against the pack folder."""
         look = self.config.look
         return AvatarLook(
             asset_path=self.resolve(look.asset_path),
@@ -372,6 +107,7 @@ class PersonaPack:
 
     @property
     def voice(self) -> str | None:
+        """The Piper voice path resolved against the pack folder; None = the TTS default."""
         return self.resolve(self.config.voice.piper_voice)
 
 
@@ -380,6 +116,8 @@ def _loc(error: dict[str, Any]) -> str:
 
 
 def _from_validation(file: str, exc: ValidationError) -> PackError:
+    # Only the first error is spelled out: a PackError is one line, and fixing the first error
+    # is how an author works down the list anyway; the count says more are coming.
     errors = exc.errors()
     first = errors[0]
     message = first["msg"].removeprefix("Value error, ")
@@ -401,7 +139,15 @@ def _read_yaml(path: Path, display: str) -> Any:
 
 
 def load_config(root: Path) -> PersonaConfig:
-    """Parse and validate `persona.yaml` of the pack at `root`."""
+    """Parse and validate `persona.yaml` of the pack at `root`.
+
+    Separate from `load_pack` so that listing personas reads one small file per pack, never a
+    corpus.
+
+    Raises:
+        PackError: Missing or invalid file, `id` not equal to the folder name, or an expired
+            consent.
+    """
     path = root / PACK_FILE
     display = str(path)
     if not path.is_file():
@@ -415,8 +161,8 @@ def load_config(root: Path) -> PersonaConfig:
         raise _from_validation(display, exc) from exc
     if config.id != root.name:
         raise PackError(display, "id", f"{config.id!r} must equal the folder name {root.name!r}")
-    expires = config.consent.expires_at
-    if expires is not None and expires < datetime.now(UTC).date():
+    if config.consent.is_expired():
+        expires = config.consent.expires_at
         raise PackError(display, "consent.expires_at", f"consent expired on {expires}; not served")
     return config
 
@@ -480,8 +226,8 @@ def load_pack(path: str | Path) -> PersonaPack:
 def pack_signature(root: Path) -> tuple[tuple[str, int, int], ...]:
     """Cheap change detector: (name, mtime_ns, size) of persona.yaml and every corpus file.
 
-    Stat-only, so a registry can call it on every lookup; a file added, removed or edited
-    changes it.
+    Stat-only, so `library.PersonaRegistry` can call it on every lookup; a file added, removed or
+    edited changes it.
     """
     entries: list[tuple[str, int, int]] = []
     candidates = [root / PACK_FILE]

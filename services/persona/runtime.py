@@ -29,12 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from services.core.types import AvatarLook, ChatMessage, Source
 from services.persona import guardrails
-from services.persona.corpus import Source
 from services.persona.embedder import Embedder
 from services.persona.index import StatementIndex, pack_rewriter
 from services.persona.pack import PersonaPack
-from services.types import AvatarLook, ChatMessage
 
 KINDS = ("answer", "greeting", "disclosure", "refusal", "no_answer")
 
@@ -53,8 +52,12 @@ _DISCLOSURE_EXAMPLES = (
 
 
 @dataclass(frozen=True)
-class TurnPlan:
-    """What the pipeline does with one turn.
+class PersonaPlan:
+    """What the persona decided for one turn, before it becomes the orchestrator's plan.
+
+    Not to be confused with `services.turn.orchestrator.TurnPlan`, the stage-level plan the
+    pipeline executes: `services.persona.personas.as_turn_plan` converts this one into that one,
+    carrying `to_dict()` along as metadata.
 
     Attributes:
         persona_id: The persona that answers.
@@ -93,6 +96,7 @@ class TurnPlan:
 
     @property
     def needs_llm(self) -> bool:
+        """True when the reply is generated (an "answer" with a prompt), not canned."""
         return self.messages is not None
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +116,8 @@ class TurnPlan:
 
 @dataclass
 class _Topic:
+    """An avoided topic compiled for matching: keyword regex and example embeddings."""
+
     name: str
     reply: str
     pattern: Any
@@ -183,11 +189,11 @@ class PersonaRuntime:
         sources: tuple[Source, ...] = (),
         reason: str | None = None,
         retrieval_ms: float = 0.0,
-    ) -> TurnPlan:
+    ) -> PersonaPlan:
         disclosure = copy.deepcopy(self._disclosure)
         disclosure["grounded"] = bool(sources)
         disclosure["source_ids"] = [s.id for s in sources]
-        return TurnPlan(
+        return PersonaPlan(
             persona_id=self.persona_id,
             kind=kind,
             messages=messages,
@@ -201,11 +207,11 @@ class PersonaRuntime:
             retrieval_ms=retrieval_ms,
         )
 
-    def greeting(self) -> TurnPlan:
+    def greeting(self) -> PersonaPlan:
         """The session-start turn; the pack's greeting is validated to disclose the AI."""
         return self._plan("greeting", reply=self.pack.config.greeting, reason="session_start")
 
-    def plan_turn(self, user_text: str, history: Sequence[ChatMessage] = ()) -> TurnPlan:
+    def plan_turn(self, user_text: str, history: Sequence[ChatMessage] = ()) -> PersonaPlan:
         """Decide how to answer `user_text`, given the conversation so far (oldest first)."""
         replies = self.pack.config.replies
         text = user_text.strip()

@@ -1,4 +1,9 @@
-"""Transcript store against a real PostgreSQL server that this test starts and stops.
+"""The storage layer against a real PostgreSQL server that this test starts and stops.
+
+The audit log (`TranscriptStore`), sessions with their history read from it, replicas migrating
+the schema at once (advisory lock), and reconnecting after the server drops connections or
+restarts (the pool's pre-ping). SQLite runs the same code in tests/unit/test_persona_store.py
+and tests/unit/test_storage.py.
 
 The server is Debian's `postgresql` (15 here): `initdb` into a fresh temp folder, `pg_ctl start`
 on a free loopback port with its unix socket in that folder, one database, the store tests, then
@@ -19,19 +24,21 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 psycopg = pytest.importorskip("psycopg", reason="pip install 'psycopg[binary]'")
 
-from services.persona.corpus import Source  # noqa: E402
-from services.persona.store import (  # noqa: E402
-    PostgresTranscriptStore,
-    UnknownTurnError,
-    open_store,
-)
-from services.types import ChatMessage  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+
+from services.core.config import StorageSettings  # noqa: E402
+from services.core.types import ChatMessage, Source  # noqa: E402
+from services.storage.database import open_storage  # noqa: E402
+from services.storage.engine import Database  # noqa: E402
+from services.storage.schema import SCHEMA_VERSION  # noqa: E402
+from services.storage.transcripts import TranscriptStore, UnknownTurnError  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -60,9 +67,24 @@ def _run(cmd: list[str], run_as: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([*run_as, *cmd], capture_output=True, text=True, timeout=120)
 
 
+@dataclass
+class Server:
+    """A running PostgreSQL: `dsn` of its maintenance database `postgres`."""
+
+    dsn: str
+    pg_ctl: list[str]
+    options: str
+    run_as: list[str]
+
+    def restart(self) -> None:
+        """Fast restart: every client connection is dropped, the data stays."""
+        result = _run([*self.pg_ctl, "-m", "fast", "-o", self.options, "restart"], self.run_as)
+        assert result.returncode == 0, result.stderr
+
+
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    """Start PostgreSQL; yield a DSN of its maintenance database `postgres`."""
+def server() -> Iterator[Server]:
+    """Start PostgreSQL for this module's tests."""
     bin_dir = _pg_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
@@ -99,7 +121,7 @@ def server() -> Iterator[str]:
         if not started:
             detail = log.read_text()[-400:] if log.exists() else start.stderr
             pytest.skip(f"PostgreSQL did not start: {detail.strip()}")
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield Server(f"postgresql://postgres@127.0.0.1:{port}/postgres", pg_ctl, options, run_as)
     finally:
         if started:
             _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], run_as)
@@ -114,13 +136,19 @@ def _create_db(server_dsn: str, name: str) -> str:
 
 
 @pytest.fixture
-def dsn(server: str, request: pytest.FixtureRequest) -> str:
-    return _create_db(server, f"t_{request.node.name[:40].lower()}".replace("[", "_"))
+def dsn(server: Server, request: pytest.FixtureRequest) -> str:
+    return _create_db(server.dsn, f"t_{request.node.name[:40].lower()}".replace("[", "_"))
 
 
-def test_open_store_uses_postgres_and_turn_lifecycle(dsn: str) -> None:
-    with open_store(dsn) as store:
-        assert isinstance(store, PostgresTranscriptStore)
+def _backend_pid(store: TranscriptStore) -> int:
+    with store.db.read() as conn:
+        return conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+
+def test_turn_lifecycle_on_postgres(dsn: str) -> None:
+    with TranscriptStore(dsn) as store:
+        assert store.db.dialect == "postgresql"
+        assert store.db.url.drivername == "postgresql+psycopg"  # from a postgresql:// URL
         turn = store.begin_turn("maya-castellan", "s1", "Why did you go remote?")
         (started,) = store.turns(session_id="s1")
         assert (started.turn_id, started.status, started.reply) == (turn, "started", None)
@@ -138,13 +166,15 @@ def test_open_store_uses_postgres_and_turn_lifecycle(dsn: str) -> None:
     # The rows are in the database, not in the client: a SQL reader sees them as JSONB.
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
-            "SELECT sources->0->>'source', timings->>'total_s' FROM persona_turns"
+            "SELECT sources->0->>'source', timings->>'total_s' FROM turns"
         ).fetchone()
+        versions = conn.execute("SELECT version FROM schema_version").fetchall()
     assert row == ("remote-work.md", "1.7")
+    assert versions == [(SCHEMA_VERSION,)]
 
 
 def test_history_and_filters(dsn: str) -> None:
-    with PostgresTranscriptStore(dsn) as store:
+    with TranscriptStore(dsn) as store:
         for i in range(4):
             turn = store.begin_turn("maya-castellan", "s1", f"q{i}")
             store.finish_turn(turn, f"a{i}", status="ok" if i != 2 else "timeout")
@@ -160,10 +190,30 @@ def test_history_and_filters(dsn: str) -> None:
         assert len(store.turns(limit=3)) == 3
 
 
+def test_sessions_and_their_history_on_postgres(dsn: str) -> None:
+    with open_storage(StorageSettings(url=dsn, session_ttl_s=60)) as storage:
+        sessions, log = storage.sessions, storage.transcripts
+        session = sessions.create(None)
+        assert sessions.get(session.id).persona_id is None and sessions.count() == 1
+        log.finish_turn(log.begin_turn(None, session.id, "Hello"), "Hi.")
+        log.finish_turn(log.begin_turn(None, session.id, "Broken"), "", status="error")
+        sessions.append(session.id, ChatMessage("user", "u"), ChatMessage("assistant", "a"))
+        assert sessions.history(session.id) == [
+            ChatMessage("user", "Hello"),
+            ChatMessage("assistant", "Hi."),
+            ChatMessage("user", "u"),
+            ChatMessage("assistant", "a"),
+        ]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("UPDATE sessions SET updated_at = updated_at - 120")
+        assert sessions.count() == 0 and sessions.purge_expired() == 1
+        assert len(log.turns(session_id=session.id)) == 3  # the audit log outlives the session
+
+
 def test_user_text_survives_a_replica_dying_mid_turn(dsn: str) -> None:
     code = (
-        "import os; from services.persona.store import open_store; "
-        f"s = open_store({dsn!r}); "
+        "import os; from services.storage.transcripts import TranscriptStore; "
+        f"s = TranscriptStore({dsn!r}); "
         "print(s.begin_turn('maya-castellan', 'crash', 'said before the crash'), flush=True); "
         "os._exit(1)"
     )
@@ -171,19 +221,22 @@ def test_user_text_survives_a_replica_dying_mid_turn(dsn: str) -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 1, result.stderr
-    with open_store(dsn) as survivor:
+    with TranscriptStore(dsn) as survivor:
         (turn,) = survivor.turns(session_id="crash")
     assert turn.turn_id == result.stdout.strip()
     assert (turn.status, turn.user_text) == ("started", "said before the crash")
 
 
 def test_replicas_start_together_and_write_concurrently(dsn: str) -> None:
-    stores: list[PostgresTranscriptStore] = []
+    stores: list[TranscriptStore] = []
     errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
 
     def open_one() -> None:
         try:
-            stores.append(PostgresTranscriptStore(dsn))  # each runs CREATE TABLE IF NOT EXISTS
+            barrier.wait()
+            # Each creates the schema if missing: under the advisory lock only one does.
+            stores.append(TranscriptStore(Database(dsn)))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -193,8 +246,11 @@ def test_replicas_start_together_and_write_concurrently(dsn: str) -> None:
     for thread in openers:
         thread.join()
     assert not errors and len(stores) == 4
+    assert {store.db.schema_version for store in stores} == {SCHEMA_VERSION}
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
 
-    def work(store: PostgresTranscriptStore, worker: int) -> None:
+    def work(store: TranscriptStore, worker: int) -> None:
         for i in range(15):
             turn = store.begin_turn("p", f"s{worker}", f"{worker}-{i}")
             store.finish_turn(turn, "ok", timings={"i": i})
@@ -208,20 +264,31 @@ def test_replicas_start_together_and_write_concurrently(dsn: str) -> None:
     assert len(rows) == 120 and {r.status for r in rows} == {"ok"}
     assert len({r.seq for r in rows}) == 120
     for store in stores:
-        store.close()
+        store.db.close()
 
 
 def test_reconnects_after_the_server_drops_the_connection(dsn: str) -> None:
-    with PostgresTranscriptStore(dsn) as store:
+    with TranscriptStore(dsn) as store:
         store.begin_turn("p", "s", "before")
-        first_connection = store._conn
+        first_backend = _backend_pid(store)
         with psycopg.connect(dsn, autocommit=True) as admin:
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
-        # The first statement after the drop fails on the dead connection, is retried once on
-        # a new one, and succeeds.
+        # The pooled connection is dead: the pool's pre-ping finds out when it is checked out
+        # and hands a new one, so the next statement succeeds.
         store.begin_turn("p", "s", "after")
-        assert store._conn is not first_connection
+        assert _backend_pid(store) != first_backend
         assert [t.user_text for t in store.turns(session_id="s")] == ["before", "after"]
+
+
+def test_reconnects_after_the_server_restarts(server: Server, dsn: str) -> None:
+    with open_storage(StorageSettings(url=dsn)) as storage:
+        session = storage.sessions.create(None)
+        storage.transcripts.begin_turn(None, session.id, "before the restart")
+        server.restart()
+        storage.transcripts.begin_turn(None, session.id, "after the restart")
+        assert storage.sessions.get(session.id).id == session.id
+        texts = [t.user_text for t in storage.transcripts.turns(session_id=session.id)]
+    assert texts == ["before the restart", "after the restart"]

@@ -8,11 +8,11 @@ import re
 import numpy as np
 import pytest
 
-from services.cli import main
-from services.config import PipelineConfig
-from services.media import probe
-from services.pipeline import Pipeline
-from services.types import SpeechChunk, VideoFrame
+from services.commands.main import main
+from services.commands.mp4 import probe
+from services.core.config import AppConfig
+from services.core.types import SpeechChunk, VideoFrame
+from services.turn.pipeline import Pipeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -26,7 +26,9 @@ def words(text: str) -> list[str]:
 @pytest.fixture(scope="module")
 def pipeline():
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    config = PipelineConfig(render={"backend": "head3d", "options": {"width": 256, "height": 256}})
+    config = AppConfig(
+        stages={"render": {"backend": "head3d", "options": {"width": 256, "height": 256}}}
+    )
     pipe = Pipeline.from_config(config)
     pipe.load()
     yield pipe
@@ -50,7 +52,7 @@ def test_talk_text_writes_a_synced_mp4(tmp_path, capsys):
 
 
 def test_talk_audio_hears_the_question(tmp_path, capsys, pipeline):
-    from services.audio import write_wav
+    from services.core.audio import write_wav
 
     speech = pipeline.tts.synthesize(QUESTION)
     wav = tmp_path / "question.wav"

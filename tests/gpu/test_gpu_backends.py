@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from services.registry import create_backend
-from services.types import ChatMessage, PhonemeTiming, SpeechChunk
+from services.core.registry import create_backend
+from services.core.types import ChatMessage, PhonemeTiming, SpeechChunk
 
 pytestmark = pytest.mark.gpu
 

@@ -47,6 +47,8 @@ def _example_checkout(tmp_path: Path) -> Path:
     (dashboards / "avatar-overview.json").write_text(json.dumps(DASHBOARD, indent=2))
     (tmp_path / "infra" / "k8s").mkdir()
     (tmp_path / "infra" / "k8s" / "Dockerfile").write_text("FROM scratch\n")
+    # The chart's files/configs link points at the app configs: bring the real ones along.
+    shutil.copytree(REPO / "deployments" / "configs", tmp_path / "deployments" / "configs")
     return chart
 
 
@@ -111,6 +113,7 @@ def test_helm_package_follows_the_symlink_and_skips_infra_k8s(helm, tmp_path):
     assert "avatar-serve/files/infra/grafana/dashboards/avatar-overview.json" in names
     assert "avatar-serve/files/infra/prometheus/rules/avatar_latency.yaml" in names
     assert not [n for n in names if "/files/infra/k8s" in n]
+    assert "avatar-serve/files/configs/gpu.yaml" in names  # the app config travels too
 
 
 def test_default_render_needs_no_prometheus_operator(helm):

@@ -1,36 +1,60 @@
-"""serveConfigV2 is a valid Ray Serve config generated from the stage blocks of the values, the
-CPU values reproduce deployments/configs/local.yaml, and every stage lands on its own pool with
-room to reach its Serve max_replicas (Serve replicas -> Ray workers -> nodes)."""
+"""serveConfigV2 is a valid Ray Serve config rendered from one app config file: the chart's
+GPU and CPU values reproduce deployments/configs/gpu.yaml and local.yaml exactly (personas and
+storage included), `app.config` replaces whole sections, and every stage lands on its own pool
+with room to reach its Serve max_replicas (Serve replicas -> Ray workers -> nodes)."""
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.helm.chart import (
+    CHART,
     CPU_VALUES,
     DEPLOYMENTS,
+    GPU_VALUES,
     PROFILES,
     REPO,
-    STAGES,
     load_values,
     only,
     render,
     serve_config,
 )
 
-LOCAL_YAML = REPO / "deployments" / "configs" / "local.yaml"
+CONFIGS = REPO / "deployments" / "configs"
 
 
-def _app(profile: str) -> dict[str, Any]:
-    (app,) = serve_config(render(PROFILES[profile]))["applications"]
+def _app(profile: str, sets: tuple[str, ...] = ()) -> dict[str, Any]:
+    (app,) = serve_config(render(PROFILES[profile], sets))["applications"]
     return app
 
 
-def _entries(profile: str) -> dict[str, dict[str, Any]]:
-    return {entry["name"]: entry for entry in _app(profile)["deployments"]}
+def _entries(profile: str, sets: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    return {entry["name"]: entry for entry in _app(profile, sets)["deployments"]}
+
+
+def rebuilt_app_config(app: dict[str, Any]) -> dict[str, Any]:
+    """The app config a rendered Serve app stands for: `args.config` with each deployment's
+    Serve options put back where the config file keeps them (less the chart's pool resource)."""
+    config = copy.deepcopy(app["args"]["config"])
+    for entry in app["deployments"]:
+        serve = {key: value for key, value in entry.items() if key != "name"}
+        actor = serve["ray_actor_options"]
+        actor["resources"] = {
+            k: v for k, v in actor["resources"].items() if not k.startswith("pool_")
+        }
+        if not actor["resources"]:
+            del actor["resources"]
+        if entry["name"] == "router":
+            config["router"] = {"serve": serve}
+        else:
+            config["stages"][entry["name"]]["serve"] = serve
+    return config
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
@@ -47,60 +71,64 @@ def test_serve_config_loads_as_ray_serve_schema(helm, profile):
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_args_and_serve_options_validate_as_app_config(helm, profile):
-    from deployments.config import AppConfig, DeploymentOptions
+    from services.core.config import parse_app_config
+    from services.core.serve_options import DeploymentOptions
 
     app = _app(profile)
     assert set(app["args"]) == {"config"}
-    config = AppConfig(**app["args"]["config"])
+    config = parse_app_config(app["args"]["config"])
     assert config.name == app["name"]
     # Serve options live in the Serve `deployments` list, not in args: Serve hashes args into
     # the app's code version, so scaling one stage must not restart the others.
-    assert "deployments" not in app["args"]["config"]
+    assert "router" not in app["args"]["config"]
+    assert all("serve" not in block for block in app["args"]["config"]["stages"].values())
     for entry in _entries(profile).values():
         options = {key: value for key, value in entry.items() if key != "name"}
         DeploymentOptions(**options)  # raises on any field AppConfig would reject
+    parse_app_config(rebuilt_app_config(app))
 
 
-def test_cpu_values_mirror_local_yaml(helm):
-    from deployments.config import AppConfig, DeploymentOptions, load_app_config
-
-    local = load_app_config(LOCAL_YAML)
-    app = _app("cpu")
-    config = AppConfig(**app["args"]["config"])
-    assert config.name == local.name
-    assert config.state == local.state
-    assert config.limits == local.limits
-    assert config.pipeline.turn == local.pipeline.turn
-    for stage in STAGES:
-        ours, theirs = config.pipeline.stage(stage), local.pipeline.stage(stage)
-        assert (ours.backend, ours.options) == (theirs.backend, theirs.options), stage
-    for name, entry in _entries("cpu").items():
-        options = {key: value for key, value in entry.items() if key != "name"}
-        assert options["ray_actor_options"].pop("resources") == {"pool_cpu": 1}
-        ours = DeploymentOptions(**options).serve_options()
-        assert ours == local.deployments[name].serve_options(), name
+@pytest.mark.parametrize(
+    ("profile", "config_file"),
+    [("gpu", "gpu.yaml"), ("default", "gpu.yaml"), ("cpu", "local.yaml")],
+)
+def test_rendered_app_config_equals_the_config_file(helm, profile, config_file):
+    """The chart adds nothing and drops nothing: `personas`, `storage`, every option."""
+    expected = yaml.safe_load((CONFIGS / config_file).read_text())
+    assert rebuilt_app_config(_app(profile)) == expected
 
 
-def test_cpu_values_file_names_local_yaml(helm):
-    assert "deployments/configs/local.yaml" in CPU_VALUES.read_text()
+def test_chart_reads_the_config_files_themselves_not_copies(helm):
+    link = CHART / "files" / "configs"
+    assert link.is_symlink() and link.resolve() == CONFIGS.resolve()
+    assert "profile: local" in CPU_VALUES.read_text()
+    assert "profile: gpu" in GPU_VALUES.read_text()
+    assert load_values()["app"]["profile"] == "gpu"
 
 
-def test_stage_blocks_of_values_yaml_are_the_single_source(helm):
+def test_app_config_sections_replace_the_profiles_whole_section(helm):
+    persona = {"default": "maya-castellan", "index_dir": "/models/index", "embedder": "minilm"}
+    render_block = {"backend": "fake", "options": {"width": 64}}
+    sets = (
+        "json:app.config.personas=" + json.dumps(persona),
+        "json:app.config.stages.render=" + json.dumps(render_block),
+    )
+    config = _app("gpu", sets)["args"]["config"]
+    assert config["personas"] == persona
+    # The GPU profile's head3d options (msaa, fps) are gone with the block, not merged in.
+    assert config["stages"]["render"] == render_block
+    assert config["stages"]["llm"]["backend"] == "llama_cpp"  # other stages untouched
+    render_entry = _entries("gpu", sets)["render"]
+    assert render_entry["ray_actor_options"]["resources"] == {"pool_render": 1}
+
+
+def test_each_deployment_claims_its_placement_pool(helm):
     values = load_values()
-    config = _app("default")["args"]["config"]
-    entries = _entries("default")
-    for name in DEPLOYMENTS:
-        block = values["router"] if name == "router" else values["stages"][name]
-        if name != "router":
-            assert config["pipeline"][name] == {
-                "backend": block["backend"],
-                "options": block["options"],
-            }
-        entry = dict(entries[name])
-        entry.pop("name")
-        resources = entry["ray_actor_options"].pop("resources")
-        assert resources == {f"pool_{block['pool']}": 1}
-        assert entry == block["serve"], name
+    for name, entry in _entries("default").items():
+        resources = entry["ray_actor_options"]["resources"]
+        assert resources == {f"pool_{values['app']['placement'][name]}": 1}, name
+    for entry in _entries("cpu").values():
+        assert entry["ray_actor_options"]["resources"] == {"pool_cpu": 1}
 
 
 def _ray_node_types(profile: str) -> dict[str, dict[str, Any]]:

@@ -1,90 +1,55 @@
-"""values.schema.json stays in sync with the app (backend names, AppConfig field bounds) and
-rejects bad values with a message that names the key."""
+"""values.schema.json: its app part is generated from the app's config schema (and is current),
+and it rejects bad values with a message that names the key."""
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any
+import subprocess
+import sys
 
 import pytest
 
-from tests.helm.chart import CHART, CPU_VALUES, run_helm, template_args, value_args
+from tests.helm.chart import CHART, CPU_VALUES, REPO, run_helm, template_args, value_args
 
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
-BOUND_KEYS = (
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
-    "minLength",
-    "maxLength",
-)
+CONFIG = SCHEMA["properties"]["app"]["properties"]["config"]
 
 
-def _definitions_and_models():
-    from deployments.config import (
-        ApiLimits,
-        AutoscalingConfig,
-        DeploymentOptions,
-        RayActorOptions,
-        StateOptions,
+def test_committed_schema_is_generated_from_the_app_config():
+    """A stale file fails here: run `.venv/bin/python scripts/gen_chart_schema.py`."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gen_chart_schema.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    from services.config import TurnSettings
-
-    return {
-        "autoscalingConfig": AutoscalingConfig,
-        "rayActorOptions": RayActorOptions,
-        "deploymentOptions": DeploymentOptions,
-        "turnSettings": TurnSettings,
-        "stateOptions": StateOptions,
-        "apiLimits": ApiLimits,
-    }
+    assert proc.returncode == 0, proc.stderr
 
 
-def test_backend_enums_equal_the_registry():
-    from services.registry import BACKENDS
+def test_backend_enums_and_options_come_from_the_registry():
+    from services.core.registry import BACKENDS, backend_class
 
-    stages = SCHEMA["properties"]["stages"]["properties"]
+    stages = CONFIG["definitions"]["StagesConfig"]["properties"]
     assert set(stages) == set(BACKENDS)
     for stage, backends in BACKENDS.items():
         assert stages[stage]["properties"]["backend"]["enum"] == sorted(backends), stage
+        for name in backends:
+            options = CONFIG["definitions"][f"{stage}_{name}_options"]
+            fields = backend_class(stage, name).Options.model_fields
+            assert set(options.get("properties", {})) == set(fields), (stage, name)
 
 
-def _pydantic_field(prop: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """(the non-null branch, nullable) of a pydantic JSON-schema property."""
-    if "anyOf" in prop:
-        branches = [b for b in prop["anyOf"] if b.get("type") != "null"]
-        return branches[0], len(branches) < len(prop["anyOf"])
-    return prop, False
+def test_profiles_are_the_shipped_config_files():
+    profiles = SCHEMA["properties"]["app"]["properties"]["profile"]["enum"]
+    assert profiles == sorted(p.stem for p in (REPO / "deployments" / "configs").glob("*.yaml"))
 
 
-def _ref_name(ref: str) -> str:
-    return ref.rsplit("/", 1)[-1]
-
-
-@pytest.mark.parametrize("definition", sorted(_definitions_and_models()))
-def test_schema_bounds_equal_app_config_fields(definition):
-    model = _definitions_and_models()[definition]
-    ours = SCHEMA["definitions"][definition]
-    theirs = model.model_json_schema()["properties"]
-    assert ours["additionalProperties"] is False
-    assert set(ours["properties"]) == set(theirs), f"{definition} fields differ from {model}"
-    for name, prop in theirs.items():
-        field, nullable = _pydantic_field(prop)
-        mine = ours["properties"][name]
-        where = f"{definition}.{name}"
-        if "$ref" in field:
-            refs = [mine.get("$ref")] + [b.get("$ref") for b in mine.get("anyOf", [])]
-            target = _ref_name(field["$ref"])
-            assert any(r and _ref_name(r).lower() == target.lower() for r in refs), where
-            continue
-        types = mine["type"] if isinstance(mine["type"], list) else [mine["type"]]
-        assert field["type"] in types, where
-        assert ("null" in types) == nullable, where
-        for key in BOUND_KEYS:
-            assert mine.get(key) == field.get(key), f"{where}: {key}"
-        assert mine.get("enum") == field.get("enum"), where
+def test_no_setting_that_no_code_reads():
+    # The chart used to offer Riva endpoints and AVATAR_MODEL_DIR that nothing read.
+    assert "riva" not in SCHEMA["properties"]
+    rendered = run_helm(*template_args(), check=True).stdout
+    assert "AVATAR_RIVA" not in rendered and "AVATAR_MODEL_DIR" not in rendered
 
 
 def _lint(*sets: str) -> str:
@@ -104,32 +69,51 @@ def _names(output: str, where: str) -> bool:
     return where in output or f"{where.strip('/').replace('/', '.')}:" in output
 
 
+LLM = "/app/config/stages/llm"
+BOTH_SCALING_MODES = "json:app.config.router=" + json.dumps(
+    {"serve": {"num_replicas": 2, "autoscaling_config": {"min_replicas": 1}}}
+)
+
+
 def test_unknown_backend_is_rejected_with_the_valid_names(helm):
-    for output in (_lint("stages.llm.backend=gpt9"), _template_error("stages.llm.backend=gpt9")):
-        assert _names(output, "/stages/llm/backend")
+    bad = "app.config.stages.llm.backend=gpt9"
+    for output in (_lint(bad), _template_error(bad)):
+        assert _names(output, f"{LLM}/backend")
         assert re.search(r"one of.*fake.*llama_cpp", output), output
+
+
+def test_backend_options_are_checked_by_the_backends_own_schema(helm):
+    bad = 'json:app.config.stages.llm={"backend": "llama_cpp", "options": {"n_threads": 0}}'
+    assert _names(_template_error(bad), f"{LLM}/options/n_threads")
+    typo = 'json:app.config.stages.llm={"backend": "llama_cpp", "options": {"n_thread": 2}}'
+    assert _names(_template_error(typo), f"{LLM}/options")
 
 
 @pytest.mark.parametrize(
     ("sets", "where"),
     [
         (
-            ("stages.asr.serve.autoscaling_config=null", "stages.asr.serve.num_replicas=-1"),
-            "/stages/asr/serve/num_replicas",
+            ('json:app.config.stages.asr={"backend": "whisper", "serve": {"num_replicas": -1}}',),
+            "/app/config/stages/asr/serve/num_replicas",
         ),
         (("pools.llm.minReplicas=-1",), "/pools/llm/minReplicas"),
         (("pools.llm.maxReplicas=0",), "/pools/llm/maxReplicas"),
         (
-            ("stages.tts.serve.autoscaling_config.max_replicas=-3",),
-            "/stages/tts/serve/autoscaling_config/max_replicas",
+            ("app.config.router.serve.autoscaling_config.max_replicas=-3",),
+            "/app/config/router/serve/autoscaling_config/max_replicas",
         ),
         (
-            ("json:stages.render.serve.ray_actor_options.num_gpus=-0.5",),
-            "/stages/render/serve/ray_actor_options/num_gpus",
-        ),
-        (("stages.llm.serve.max_ongoing_request=4",), "/stages/llm/serve"),
+            (
+                'json:app.config.stages.render={"backend": "head3d", "serve": '
+                '{"ray_actor_options": {"num_gpus": -0.5}}}',
+            ),
+            "/app/config/stages/render/serve/ray_actor_options/num_gpus",
+        ),  # fmt: skip
+        (("app.config.router.serve.max_ongoing_request=4",), "/app/config/router/serve"),
         (("json:pools.llm.gpus=1.5",), "/pools/llm/gpus"),
-        (("app.turn.max_tokens=4",), "/app/turn/max_tokens"),
+        (("app.config.turn.max_tokens=4",), "/app/config/turn/max_tokens"),
+        (("app.config.storage.url_env=lower-case",), "/app/config/storage/url_env"),
+        (("app.profile=laptop",), "/app/profile"),
     ],
 )
 def test_schema_rejects_bad_values(helm, sets, where):
@@ -140,17 +124,24 @@ def test_schema_rejects_bad_values(helm, sets, where):
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        (("stages.llm.pool=gpu",), 'stages.llm.pool: pool "gpu" is not defined or not enabled'),
-        (("pools.llm.enabled=false",), 'stages.llm.pool: pool "llm" is not defined'),
-        (("stages.llm.serve.num_replicas=2",), "stages.llm.serve: set num_replicas or"),
+        (("app.placement.llm=gpu",), 'app.placement.llm: pool "gpu" is not defined or not enabled'),
+        (("pools.llm.enabled=false",), 'app.placement.llm: pool "llm" is not defined'),
         (
-            ("stages.tts.serve.autoscaling_config.min_replicas=9",),
-            "stages.tts.serve.autoscaling_config: min_replicas (9) > max_replicas (8)",
+            (BOTH_SCALING_MODES,),
+            "app.config.router.serve: set num_replicas or",
         ),
         (
-            ("json:router.serve.ray_actor_options.num_gpus=0.5",),
-            "router.serve.ray_actor_options.num_gpus (0.5) exceeds the GPUs of one pod of pool",
+            (
+                'json:app.config.router={"serve": {"autoscaling_config": '
+                '{"min_replicas": 9, "max_replicas": 8}}}',
+            ),
+            "app.config.router.serve.autoscaling_config: min_replicas (9) > max_replicas (8)",
+        ),  # fmt: skip
+        (
+            ('json:app.config.router={"serve": {"ray_actor_options": {"num_gpus": 0.5}}}',),
+            "app.config.router.serve.ray_actor_options.num_gpus (0.5) exceeds the GPUs of one pod",
         ),
+        (("database.urlSecret.name=",), "database.urlSecret: sessions and the audit log need"),
         (("pools.speech.replicas=7",), "pools.speech: need minReplicas (1) <= replicas (7)"),
     ],
 )
@@ -159,5 +150,6 @@ def test_cross_field_errors_stop_helm_template(helm, sets, message):
 
 
 def test_gpu_stage_on_the_cpu_pool_is_rejected(helm):
-    error = _template_error("stages.llm.serve.ray_actor_options.num_gpus=1", values=(CPU_VALUES,))
+    block = '{"backend": "llama_cpp", "serve": {"ray_actor_options": {"num_gpus": 1}}}'
+    error = _template_error(f"json:app.config.stages.llm={block}", values=(CPU_VALUES,))
     assert 'exceeds the GPUs of one pod of pool "cpu"' in error

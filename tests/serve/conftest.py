@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("ray.serve", reason="the serve extra is not installed")
 
-from deployments import local  # noqa: E402
-from deployments.config import AppConfig  # noqa: E402
+from deployments import ray_cluster  # noqa: E402
+from services.core.config import AppConfig  # noqa: E402
 
 STAGES = ("asr", "llm", "tts", "render")
 
@@ -22,28 +22,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def fake_app_config(name: str, port: int, state_dir: Path, **sections) -> AppConfig:
-    """An app of fake backends; `sections` override top-level config sections."""
-    pipeline = {stage: {"backend": "fake"} for stage in STAGES}
-    pipeline["render"]["options"] = {"width": 64, "height": 64}
-    pipeline.update(sections.pop("pipeline", {}))
+def fake_app_config(
+    name: str,
+    port: int,
+    state_dir: Path,
+    *,
+    stages: dict | None = None,
+    serve: dict | None = None,
+    **sections,
+) -> AppConfig:
+    """An app of fake backends.
+
+    Args:
+        stages: per stage, `{backend, options}` replacing the fake default.
+        serve: per deployment (a stage or "router"), Serve options over a small CPU claim.
+        sections: other top-level config sections (turn, limits, personas, ...).
+    """
     small = {"ray_actor_options": {"num_cpus": 0.05}}
-    deployments = {name: dict(small) for name in (*STAGES, "router")}
-    for key, value in sections.pop("deployments", {}).items():
-        deployments[key] = {**small, **value}
+    serve = serve or {}
+    blocks = {stage: {"backend": "fake"} for stage in STAGES}
+    blocks["render"]["options"] = {"width": 64, "height": 64}
+    blocks.update(stages or {})
+    for stage, block in blocks.items():
+        block["serve"] = {**small, **serve.get(stage, {})}
     return AppConfig(
         name=name,
-        pipeline=pipeline,
-        deployments=deployments,
+        stages=blocks,
+        router={"serve": {**small, **serve.get("router", {})}},
         http={"host": "127.0.0.1", "port": port},
-        state={"sqlite_path": str(state_dir / f"{name}-sessions.db")},
+        storage={"sqlite_path": str(state_dir / f"{name}.sqlite3")},
         personas=sections.pop(
-            "personas",
-            {
-                "embedder": "hashing",
-                "index_dir": str(state_dir / f"{name}-index"),
-                "transcripts_path": str(state_dir / f"{name}-transcripts.db"),
-            },
+            "personas", {"embedder": "hashing", "index_dir": str(state_dir / f"{name}-index")}
         ),
         **sections,
     )
@@ -54,9 +63,9 @@ def serve_instance():
     """Ray + Serve on loopback; yields (port, state_dir)."""
     port = free_port()
     state_dir = Path(tempfile.mkdtemp(prefix="avatar-serve-test-"))
-    local.init_ray(fake_app_config("boot", port, state_dir), num_cpus=8)
+    ray_cluster.init_ray(fake_app_config("boot", port, state_dir), num_cpus=8)
     yield port, state_dir
-    local.stop()
+    ray_cluster.stop()
 
 
 @pytest.fixture(scope="session")
@@ -64,4 +73,4 @@ def fake_app(serve_instance):
     """The default fake app at route prefix /fake; yields its base URL."""
     port, state_dir = serve_instance
     config = fake_app_config("fake", port, state_dir)
-    return local.deploy(config, route_prefix="/fake")
+    return ray_cluster.deploy(config, route_prefix="/fake")

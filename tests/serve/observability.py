@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from services.telemetry import METRICS, Metric
+from services.core.telemetry import METRICS, Metric
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS_DIR = REPO / "infra" / "grafana" / "dashboards"

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import websockets
 
-from services.audio import wav_bytes
-from services.client import ServerError, turn_events
-from services.orchestrator import TurnResult
-from services.types import ReplyChunk, SpeechChunk, Transcript, VideoFrame
+from services.commands.client import ServerError, turn_events
+from services.core.audio import wav_bytes
+from services.core.types import ReplyChunk, SpeechChunk, Transcript, VideoFrame
+from services.turn.orchestrator import TurnResult
 
 pytestmark = pytest.mark.serve
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.serve
 def test_serve_build_emits_every_deployment_with_config_options(tmp_path):
     from ray.serve.schema import ServeDeploySchema
 
-    from deployments.config import load_app_config
+    from services.core.config import load_app_config
 
     out = tmp_path / "serve.yaml"
     serve = [sys.executable, "-c", "from ray.serve.scripts import cli; cli()"]
@@ -30,7 +30,7 @@ def test_serve_build_emits_every_deployment_with_config_options(tmp_path):
     assert set(deployments) == {"asr", "llm", "tts", "render", "router"}
     local = load_app_config("deployments/configs/local.yaml")
     for name, built in deployments.items():
-        expected = local.deployments[name].serve_options()
+        expected = local.deployment(name).serve_options()
         assert built.max_ongoing_requests == expected["max_ongoing_requests"]
         assert built.max_queued_requests == expected["max_queued_requests"]
         assert built.ray_actor_options.num_cpus == expected["ray_actor_options"]["num_cpus"]

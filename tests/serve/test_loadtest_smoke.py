@@ -15,8 +15,8 @@ import time
 import pytest
 from ray import serve
 
-from deployments import local
-from loadtests.run import RunOptions, run_loadtest
+from deployments import ray_cluster
+from loadtests.runner import RunOptions, run_loadtest
 from tests.serve.conftest import fake_app_config
 
 # Only look: importing locust here would monkey-patch the test process (and Ray) with gevent.
@@ -38,16 +38,16 @@ def test_a_spike_past_capacity_is_reported_as_503s_with_slo_verdict_and_plot(
         "loadsmoke",
         port,
         state_dir,
-        pipeline={
+        stages={
             "asr": {"backend": "fake", "options": {"latency_s": 0.1}},
             "llm": {"backend": "fake", "options": {"ttft_s": 0.1, "per_token_s": 0.005}},
             "tts": {"backend": "fake", "options": {"latency_s": 0.05, "rtf": 0.02}},
             "render": {"backend": "fake", "options": {"width": 32, "height": 32}},
         },
         # Each open WebSocket holds a router slot: a dozen users cannot all get one.
-        deployments={"router": {"max_ongoing_requests": 4, "max_queued_requests": 2}},
+        serve={"router": {"max_ongoing_requests": 4, "max_queued_requests": 2}},
     )
-    url = local.deploy(config, route_prefix="/loadsmoke")
+    url = ray_cluster.deploy(config, route_prefix="/loadsmoke")
     out = tmp_path / "report"
     started = time.monotonic()
     try:

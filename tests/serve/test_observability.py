@@ -3,9 +3,10 @@
 One module-scoped run: the fake app (on the shared Ray instance) with an ASR that fails every
 other call and an LLM with one slot and a one-deep queue; Debian's `prometheus` on loopback
 scraping Ray's metrics exporter every 2 s with the repo's rules (config written by
-`services.monitor`). Two batches of turns (completed, failed, rejected for overload), so every
-counter and histogram has moved between two scrapes and `rate()` sees it. Then everything is
-asked through Prometheus' HTTP API: every catalogue metric, every rule, every dashboard query.
+`services.commands.monitor`). Two batches of turns (completed, failed, rejected for
+overload), so every counter and histogram has moved between two scrapes and `rate()` sees
+it. Then everything is asked through Prometheus' HTTP API: every catalogue metric, every
+rule, every dashboard query.
 No Grafana server runs here; this is how the dashboards' PromQL is verified.
 """
 
@@ -23,9 +24,9 @@ import httpx
 import numpy as np
 import pytest
 
-from services import monitor
-from services.audio import wav_bytes
-from services.telemetry import METRICS
+from services.commands import monitor
+from services.core.audio import wav_bytes
+from services.core.telemetry import METRICS
 from tests.serve import observability as obs
 from tests.serve.conftest import fake_app_config
 
@@ -195,17 +196,17 @@ def observed(serve_instance, tmp_path_factory):
     import ray
     from ray import serve
 
-    from deployments import local
+    from deployments import ray_cluster
 
     port, state_dir = serve_instance
     config = fake_app_config(
         APP,
         port,
         state_dir,
-        pipeline={"asr": ASR, "llm": LLM},
-        deployments={"llm": LLM_DEPLOYMENT, "tts": TTS_DEPLOYMENT},
+        stages={"asr": ASR, "llm": LLM},
+        serve={"llm": LLM_DEPLOYMENT, "tts": TTS_DEPLOYMENT},
     )
-    url = local.deploy(config, route_prefix=f"/{APP}")
+    url = ray_cluster.deploy(config, route_prefix=f"/{APP}")
     targets = [
         f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}"
         for node in ray.nodes()

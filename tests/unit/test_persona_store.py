@@ -1,6 +1,8 @@
 """Transcript store on SQLite: write-before-processing, finish, history, audit reads, crashes.
 
-The same behaviour on a real PostgreSQL server is tested in tests/e2e/test_persona_postgres.py.
+One `TranscriptStore` class serves SQLite and PostgreSQL (SQLAlchemy Core); the same behaviour
+on a real PostgreSQL server is tested in tests/e2e/test_persona_postgres.py, and the schema,
+migrations and sessions in tests/unit/test_storage.py.
 """
 
 from __future__ import annotations
@@ -12,15 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from services.persona.corpus import Source
-from services.persona.store import (
-    SQLiteTranscriptStore,
-    TranscriptStoreConfig,
-    UnknownTurnError,
-    open_store,
-    store_from_config,
-)
-from services.types import ChatMessage
+from services.core.config import StorageSettings
+from services.core.types import ChatMessage, Source
+from services.storage.database import open_storage
+from services.storage.engine import database_url
+from services.storage.transcripts import TranscriptStore, UnknownTurnError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,11 +30,11 @@ def db(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(db: Path):
-    with SQLiteTranscriptStore(db) as opened:
+    with TranscriptStore(db) as opened:
         yield opened
 
 
-def test_turn_lifecycle_and_audit_fields(store: SQLiteTranscriptStore) -> None:
+def test_turn_lifecycle_and_audit_fields(store: TranscriptStore) -> None:
     turn = store.begin_turn("maya-castellan", "s1", "Why did you go remote?")
     (started,) = store.turns(session_id="s1")
     assert started.turn_id == turn and started.status == "started" and started.reply is None
@@ -58,7 +56,7 @@ def test_turn_lifecycle_and_audit_fields(store: SQLiteTranscriptStore) -> None:
     assert done.finished_at >= done.started_at and done.started_at.tzinfo is not None
 
 
-def test_history_filters_and_order(store: SQLiteTranscriptStore) -> None:
+def test_history_filters_and_order(store: TranscriptStore) -> None:
     for i in range(5):
         turn = store.begin_turn("maya-castellan", "s1", f"q{i}")
         store.finish_turn(turn, f"a{i}", status="ok" if i != 3 else "error")
@@ -86,7 +84,7 @@ def test_history_filters_and_order(store: SQLiteTranscriptStore) -> None:
     assert len(store.turns(limit=2)) == 2
 
 
-def test_finish_errors(store: SQLiteTranscriptStore) -> None:
+def test_finish_errors(store: TranscriptStore) -> None:
     with pytest.raises(KeyError) as info:
         store.finish_turn("no-such-turn", "x")
     assert isinstance(info.value, UnknownTurnError)
@@ -98,8 +96,8 @@ def test_finish_errors(store: SQLiteTranscriptStore) -> None:
 def test_user_text_survives_a_replica_dying_mid_turn(db: Path) -> None:
     """The row is committed by begin_turn: killing the process right after keeps it."""
     code = (
-        "import os, sys; from services.persona.store import SQLiteTranscriptStore; "
-        f"s = SQLiteTranscriptStore({str(db)!r}); "
+        "import os, sys; from services.storage.transcripts import TranscriptStore; "
+        f"s = TranscriptStore({str(db)!r}); "
         "print(s.begin_turn('maya-castellan', 'crash', 'words before the crash'), flush=True); "
         "os._exit(1)"
     )
@@ -107,16 +105,16 @@ def test_user_text_survives_a_replica_dying_mid_turn(db: Path) -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 1, result.stderr
-    with SQLiteTranscriptStore(db) as survivor:
+    with TranscriptStore(db) as survivor:
         (turn,) = survivor.turns(session_id="crash")
     assert turn.turn_id == result.stdout.strip()
     assert (turn.status, turn.user_text) == ("started", "words before the crash")
 
 
 def test_concurrent_writers_and_two_replicas_share_one_file(db: Path) -> None:
-    with SQLiteTranscriptStore(db) as a, SQLiteTranscriptStore(db) as b:
+    with TranscriptStore(db) as a, TranscriptStore(db) as b:
 
-        def work(store: SQLiteTranscriptStore, worker: int) -> None:
+        def work(store: TranscriptStore, worker: int) -> None:
             for i in range(20):
                 turn = store.begin_turn("p", f"s{worker}", f"{worker}-{i}")
                 store.finish_turn(turn, "ok", timings={"i": i})
@@ -131,19 +129,44 @@ def test_concurrent_writers_and_two_replicas_share_one_file(db: Path) -> None:
         assert len(b.history("s3", limit=100)) == 40
 
 
-def test_open_store_picks_the_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plain_chat_turns_and_lookup_by_id(store: TranscriptStore) -> None:
+    """A turn of a session without a persona is logged too, with persona_id None."""
+    turn = store.begin_turn(None, "plain", "Hello")
+    store.finish_turn(turn, "Hi there.", timings={"total_s": 0.5})
+    record = store.get(turn)
+    assert (record.persona_id, record.kind, record.status) == (None, None, "ok")
+    assert store.history("plain") == [
+        ChatMessage("user", "Hello"),
+        ChatMessage("assistant", "Hi there."),
+    ]
+    with pytest.raises(UnknownTurnError):
+        store.get("no-such-turn")
+
+
+def test_urls_pick_the_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """URLs as users write them; the configured SQLite file is created with its folder."""
     monkeypatch.chdir(tmp_path)
-    with open_store(None) as default:
-        assert isinstance(default, SQLiteTranscriptStore)
+    monkeypatch.delenv("AVATAR_DATABASE_URL", raising=False)
+    with open_storage(StorageSettings(sqlite_path="var/transcripts.sqlite3")) as default:
+        assert isinstance(default.transcripts, TranscriptStore)
+        assert default.transcripts.db.dialect == "sqlite"
     assert (tmp_path / "var" / "transcripts.sqlite3").is_file()
-    with open_store("sqlite:///rel.db") as relative:
-        assert relative.path == "rel.db"
-    with open_store(f"sqlite:///{tmp_path}/abs.db") as absolute:
-        assert absolute.path == f"{tmp_path}/abs.db"
-    with open_store("sqlite://") as memory:
-        assert memory.path == ":memory:"
-    config = TranscriptStoreConfig(sqlite_path=str(tmp_path / "c.db"))
-    with store_from_config(config) as configured:
-        configured.begin_turn("p", "s", "x")
+    with TranscriptStore("sqlite:///rel.db") as relative:
+        assert relative.db.url.database == "rel.db"
+    with TranscriptStore(f"sqlite:///{tmp_path}/abs.db") as absolute:
+        assert absolute.db.url.database == f"{tmp_path}/abs.db"
+    with TranscriptStore("sqlite://") as memory:
+        assert memory.db.url.database is None
+        memory.begin_turn("p", "s", "x")
+    monkeypatch.setenv("AVATAR_DATABASE_URL", f"sqlite:///{tmp_path}/from-env.db")
+    with open_storage(StorageSettings(sqlite_path=str(tmp_path / "c.db"))) as configured:
+        configured.transcripts.begin_turn("p", "s", "x")
+    assert (tmp_path / "from-env.db").is_file() and not (tmp_path / "c.db").exists()
+    # What users write for PostgreSQL selects psycopg 3; only SQLite and PostgreSQL are known.
+    for url in ("postgresql://u@db:5432/avatar", "postgres://u@db/avatar"):
+        assert database_url(url).drivername == "postgresql+psycopg"
+    assert database_url("postgresql+psycopg://u@db/x").drivername == "postgresql+psycopg"
+    with pytest.raises(ValueError, match="unsupported database URL"):
+        database_url("mysql://u:secret@db/avatar")
     with pytest.raises(ValueError):
-        TranscriptStoreConfig(dsn=None, extra_key=1)
+        StorageSettings(url=None, extra_key=1)

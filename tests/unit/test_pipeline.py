@@ -5,20 +5,29 @@ import time
 import numpy as np
 import pytest
 
-from services.backend import BackendError
-from services.config import PipelineConfig
-from services.pipeline import Pipeline, TurnInputError, TurnPlan, TurnResult
-from services.types import AudioChunk, ChatMessage, ReplyChunk, SpeechChunk, Transcript, VideoFrame
+from services.core.backend import BackendError
+from services.core.config import AppConfig
+from services.core.types import (
+    AudioChunk,
+    ChatMessage,
+    ReplyChunk,
+    SpeechChunk,
+    Transcript,
+    VideoFrame,
+)
+from services.turn.pipeline import Pipeline, TurnInputError, TurnPlan, TurnResult
 
 REPLY = "First sentence here. Second one follows. Third is last. Fourth is cut."
 
 
 def make_pipeline(**llm_options) -> Pipeline:
-    config = PipelineConfig(
-        asr={"backend": "fake", "options": {"text": "What is your name?"}},
-        llm={"backend": "fake", "options": {"reply": REPLY, **llm_options}},
-        tts={"backend": "fake"},
-        render={"backend": "fake"},
+    config = AppConfig(
+        stages={
+            "asr": {"backend": "fake", "options": {"text": "What is your name?"}},
+            "llm": {"backend": "fake", "options": {"reply": REPLY, **llm_options}},
+            "tts": {"backend": "fake"},
+            "render": {"backend": "fake"},
+        },
         turn={"max_sentences": 3, "first_clause_chars": None},
     )
     pipeline = Pipeline.from_config(config)

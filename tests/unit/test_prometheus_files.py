@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services import monitor
-from services.telemetry import LATENCY_BUCKETS
+from services.commands import monitor
+from services.core.telemetry import LATENCY_BUCKETS
 from tests.serve import observability as obs
 
-PROMETHEUS_DIR = obs.REPO / "infra" / "prometheus"
+PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "infra" / "prometheus"
 RULE_FILES = sorted(obs.RULES_DIR.glob("*.y*ml"))
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.render import animation
-from services.render.animation import (
+from services.core.types import PhonemeTiming
+from services.stages.render import animation
+from services.stages.render.animation import (
     ANIMATED_SHAPES,
     MOUTH_SHAPES,
     animate,
@@ -17,7 +18,6 @@ from services.render.animation import (
     mouth_curves,
     viseme_for,
 )
-from services.types import PhonemeTiming
 
 JAW = MOUTH_SHAPES.index("jawOpen")
 

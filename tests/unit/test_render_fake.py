@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from services.backend import BackendError
-from services.registry import create_backend
-from services.render.fake import FakeRenderer, FakeRendererOptions
-from services.types import AvatarLook, PhonemeTiming, SpeechChunk
+from services.core.backend import BackendError
+from services.core.registry import create_backend
+from services.core.types import AvatarLook, PhonemeTiming, SpeechChunk
+from services.stages.render.fake import FakeRenderer, FakeRendererOptions
 
 
 def _speech(start_s: float, duration_s: float) -> SpeechChunk:

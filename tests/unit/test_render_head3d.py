@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from services.backend import BackendError
-from services.registry import create_backend
-from services.render.gltf import (
+from services.core.backend import BackendError
+from services.core.registry import create_backend
+from services.core.types import AvatarLook, PhonemeTiming, SpeechChunk
+from services.stages.render.gltf import (
     ARKIT_BLENDSHAPES,
     PART_EYE,
     PART_TEETH,
@@ -25,7 +26,6 @@ from services.render.gltf import (
     default_asset_path,
     load_head,
 )
-from services.types import AvatarLook, PhonemeTiming, SpeechChunk
 
 pytest.importorskip("meshopt")
 pytest.importorskip("openfacefx")
@@ -238,7 +238,7 @@ def test_head_without_arkit_blendshapes_is_a_clear_error(tmp_path: Path) -> None
 
 
 def test_options_are_validated() -> None:
-    from services.render.head3d import HeadRendererOptions
+    from services.stages.render.head3d import HeadRendererOptions
 
     assert HeadRendererOptions().width == 512
     assert HeadRendererOptions().fps == 25
@@ -262,7 +262,7 @@ def test_registry_builds_without_loading() -> None:
 @pytest.fixture(scope="module")
 def renderer():
     pytest.importorskip("moderngl")
-    from services.render.head3d import HeadRenderer, HeadRendererOptions
+    from services.stages.render.head3d import HeadRenderer, HeadRendererOptions
 
     backend = HeadRenderer(HeadRendererOptions(width=192, height=192, seed=3, head_motion=0.0))
     try:
@@ -336,7 +336,9 @@ def test_frame_is_an_upright_lit_face(renderer) -> None:
     assert _luma(rgb)[face].std() > 10  # shaded, not flat
     # Project the eye centres and the teeth with the renderer's own camera: the pupils (the
     # iris looks at the camera) must be dark where they land, above the mouth.
-    head = renderer._heads[renderer._asset_key(None)]
+    from services.stages.render.head3d.gl import asset_key
+
+    head = renderer._scene.heads[asset_key(None)]
     asset = head.asset
 
     def to_pixel(point: np.ndarray) -> tuple[int, int]:
@@ -362,7 +364,7 @@ def test_rendering_is_deterministic(renderer) -> None:
     for fa, fb in zip(a, b, strict=True):
         np.testing.assert_array_equal(fa.rgb, fb.rgb)
     # Another replica with the same options renders the same frames (any replica, any chunk).
-    from services.render.head3d import HeadRenderer
+    from services.stages.render.head3d import HeadRenderer
 
     other = HeadRenderer(renderer.options)
     try:

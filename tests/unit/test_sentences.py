@@ -1,6 +1,6 @@
 """Sentence splitting of a streamed LLM reply."""
 
-from services.llm.sentences import clean, sentences
+from services.stages.llm.sentences import clean, sentences
 
 
 def _pieces(text: str, size: int = 3):

@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from services.backend import BackendError
-from services.registry import backend_names, create_backend
-from services.tts.base import TTSBackend
-from services.tts.timing import PAUSE, phoneme_track
-from services.types import PhonemeTiming, SpeechChunk
+from services.core.backend import BackendError
+from services.core.registry import backend_names, create_backend
+from services.core.types import PhonemeTiming, SpeechChunk
+from services.stages.tts.base import TTSBackend
+from services.stages.tts.timing import PAUSE, phoneme_track
 
 SENTENCE = "Hello, my name is Ada. I can help you find the nearest train station today."
 COVER_TOLERANCE_S = 0.020

@@ -55,12 +55,57 @@ app.kubernetes.io/part-of: avatar-serve
 {{/* Units of pool_<pool> each worker advertises; every replica claims one. */}}
 {{- define "avatar-serve.poolCapacity" -}}1000{{- end }}
 
-{{/* The deployments of the Serve app, in pipeline order, as "name" -> values block. */}}
+{{/*
+The app config (AppConfig) as JSON: deployments/configs/<app.profile>.yaml, shipped in the chart
+as files/configs (a link to the same files `avatar serve` reads, so there is no copy to drift),
+with each section of `app.config` replacing the profile's; under `stages`, each stage given
+replaces that whole stage. Whole sections, not a deep merge: a deep merge would keep the GPU
+profile's `device: cuda` under a stage switched to another backend.
+*/}}
+{{- define "avatar-serve.appConfig" -}}
+{{- $path := printf "files/configs/%s.yaml" .Values.app.profile }}
+{{- $raw := .Files.Get $path }}
+{{- if not $raw }}
+{{- fail (printf "app.profile: %q is not a shipped profile (%s not in the chart)" .Values.app.profile $path) }}
+{{- end }}
+{{- $config := fromYaml $raw }}
+{{- if hasKey $config "Error" }}
+{{- fail (printf "app.profile: %s is not valid YAML: %s" $path $config.Error) }}
+{{- end }}
+{{- range $key, $value := (default dict .Values.app.config) }}
+{{- if and (eq $key "stages") (kindIs "map" $value) }}
+{{- $stages := default dict $config.stages }}
+{{- range $stage, $block := $value }}
+{{- $_ := set $stages $stage $block }}
+{{- end }}
+{{- $_ := set $config "stages" $stages }}
+{{- else }}
+{{- $_ := set $config $key $value }}
+{{- end }}
+{{- end }}
+{{- toJson $config }}
+{{- end }}
+
+{{/* The deployments of the Serve app, in pipeline order, as "name" -> config block. */}}
 {{- define "avatar-serve.deploymentBlocks" -}}
+{{- $config := include "avatar-serve.appConfig" . | fromJson }}
+{{- $stages := default dict $config.stages }}
 {{- $blocks := dict }}
 {{- range $stage := list "asr" "llm" "tts" "render" }}
-{{- $_ := set $blocks $stage (index $.Values.stages $stage) }}
+{{- $_ := set $blocks $stage (default dict (index $stages $stage)) }}
 {{- end }}
-{{- $_ := set $blocks "router" .Values.router }}
+{{- $_ := set $blocks "router" (default dict $config.router) }}
 {{- toJson $blocks }}
+{{- end }}
+
+{{/* The port Serve's HTTP proxies listen on: the app config's http.port. */}}
+{{- define "avatar-serve.port" -}}
+{{- $config := include "avatar-serve.appConfig" . | fromJson }}
+{{- int (dig "http" "port" 8000 $config) }}
+{{- end }}
+
+{{/* Env var that carries the database URL: the app config's storage.url_env. */}}
+{{- define "avatar-serve.databaseUrlEnv" -}}
+{{- $config := include "avatar-serve.appConfig" . | fromJson }}
+{{- dig "storage" "url_env" "AVATAR_DATABASE_URL" $config }}
 {{- end }}

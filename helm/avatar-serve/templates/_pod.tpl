@@ -58,10 +58,9 @@ spec:
         - {name: as-metrics, containerPort: 44217}
         - {name: dash-metrics, containerPort: 44227}
         {{- end }}
-        - {name: serve, containerPort: {{ int $v.app.port }}}
+        - {name: serve, containerPort: {{ include "avatar-serve.port" $root }}}
         - {name: metrics, containerPort: 8080}
       env:
-        - {name: AVATAR_MODEL_DIR, value: {{ $v.modelCache.mountPath | quote }}}
         - {name: HF_HOME, value: {{ printf "%s/huggingface" $v.modelCache.mountPath | quote }}}
         {{- if or $v.personas.existingClaim $v.personas.configMap }}
         - {name: AVATAR_PERSONA_DIR, value: {{ $v.personas.mountPath | quote }}}
@@ -70,17 +69,11 @@ spec:
         # graphics: the NVIDIA runtime mounts the EGL driver the renderer needs
         - {name: NVIDIA_DRIVER_CAPABILITIES, value: "compute,utility,graphics"}
         {{- end }}
-        {{- if $v.riva.endpointSecret.name }}
-        - name: AVATAR_RIVA_URI
+        {{- if $v.database.urlSecret.name }}
+        # sessions + audit log: the app reads the URL from the env var its storage.url_env names
+        - name: {{ include "avatar-serve.databaseUrlEnv" $root }}
           valueFrom:
-            secretKeyRef: {name: {{ $v.riva.endpointSecret.name }}, key: {{ $v.riva.endpointSecret.key }}}
-        {{- else if $v.riva.endpoint }}
-        - {name: AVATAR_RIVA_URI, value: {{ $v.riva.endpoint | quote }}}
-        {{- end }}
-        {{- if $v.riva.apiKeySecret.name }}
-        - name: AVATAR_RIVA_API_KEY
-          valueFrom:
-            secretKeyRef: {name: {{ $v.riva.apiKeySecret.name }}, key: {{ $v.riva.apiKeySecret.key }}}
+            secretKeyRef: {name: {{ $v.database.urlSecret.name }}, key: {{ $v.database.urlSecret.key }}}
         {{- end }}
         {{- range $name, $ref := $v.secrets.env }}
         - name: {{ $name }}

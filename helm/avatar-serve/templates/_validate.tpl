@@ -15,14 +15,15 @@ names the values key, the way `helm lint` / `helm template` print it.
 {{- end }}
 {{- range $name := list "asr" "llm" "tts" "render" "router" }}
 {{- $block := index $blocks $name }}
-{{- $key := ternary "router" (printf "stages.%s" $name) (eq $name "router") }}
-{{- $pool := index $.Values.pools $block.pool }}
+{{- $key := ternary "app.config.router" (printf "app.config.stages.%s" $name) (eq $name "router") }}
+{{- $poolName := index $.Values.app.placement $name }}
+{{- $pool := index $.Values.pools (toString $poolName) }}
 {{- if not (and $pool $pool.enabled) }}
-{{- fail (printf "%s.pool: pool %q is not defined or not enabled in `pools`; enabled pools: %s" $key $block.pool (join ", " $enabled)) }}
+{{- fail (printf "app.placement.%s: pool %q is not defined or not enabled in `pools`; enabled pools: %s" $name $poolName (join ", " $enabled)) }}
 {{- end }}
 {{- $serve := default dict $block.serve }}
 {{- if and $serve.num_replicas $serve.autoscaling_config }}
-{{- fail (printf "%s.serve: set num_replicas or autoscaling_config, not both (set the other to null in your values file)" $key) }}
+{{- fail (printf "%s.serve: set num_replicas or autoscaling_config, not both (a stage block in app.config replaces the profile's whole block)" $key) }}
 {{- end }}
 {{- with $serve.autoscaling_config }}
 {{- $min := ternary .min_replicas 1 (hasKey . "min_replicas") }}
@@ -33,7 +34,11 @@ names the values key, the way `helm lint` / `helm template` print it.
 {{- end }}
 {{- $gpus := float64 (default 0 (dig "ray_actor_options" "num_gpus" 0 $serve)) }}
 {{- if gt $gpus (float64 (default 0 $pool.gpus)) }}
-{{- fail (printf "%s.serve.ray_actor_options.num_gpus (%v) exceeds the GPUs of one pod of pool %q (pools.%s.gpus = %v)" $key $gpus $block.pool $block.pool (default 0 $pool.gpus)) }}
+{{- fail (printf "%s.serve.ray_actor_options.num_gpus (%v) exceeds the GPUs of one pod of pool %q (pools.%s.gpus = %v)" $key $gpus $poolName $poolName (default 0 $pool.gpus)) }}
 {{- end }}
+{{- end }}
+{{- $config := include "avatar-serve.appConfig" . | fromJson }}
+{{- if not (or .Values.database.urlSecret.name (dig "storage" "url" "" $config) .Values.database.allowPodLocalSqlite) }}
+{{- fail "database.urlSecret: sessions and the audit log need a database that outlives the router pods: name a Secret holding the PostgreSQL URL (or set app.config.storage.url; or database.allowPodLocalSqlite=true for a throwaway demo)" }}
 {{- end }}
 {{- end }}

@@ -1,0 +1,122 @@
+"""Personas in the turn pipeline: persona plans as orchestrator plans, with an audit trail.
+
+`PersonaTurns` is what a session with a persona uses: it writes the user's words to the
+transcript store *before* planning (nothing said is lost if a replica dies mid-turn), plans the
+turn with the persona's guardrails and retrieval, and records the outcome afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from services.core.config import PersonaSettings
+from services.core.types import ChatMessage
+from services.persona.runtime import PersonaPlan, PersonaRuntime
+from services.storage.transcripts import TranscriptStore
+from services.turn.orchestrator import TurnPlan
+
+# What a session without a persona discloses: an AI, speaking for nobody.
+PLAIN_DISCLOSURE: dict[str, Any] = {"ai_generated": True, "persona_id": None}
+
+
+def as_turn_plan(plan: PersonaPlan, runtime: PersonaRuntime) -> TurnPlan:
+    """The orchestrator's plan for a persona plan; metadata carries kind, sources, disclosure."""
+    return TurnPlan(
+        messages=plan.messages,
+        canned_reply=plan.canned_reply,
+        voice=plan.voice,
+        speed=plan.speed,
+        look=plan.look,
+        metadata=plan.to_dict(),
+        sentence_filter=runtime.filter_sentence,
+    )
+
+
+class PersonaTurns:
+    """Plans and logs the turns of one session with one persona.
+
+    Args:
+        runtime: the persona.
+        session_id: the conversation (for the audit log).
+        store: the transcript store, or None to log nothing.
+    """
+
+    def __init__(
+        self, runtime: PersonaRuntime, session_id: str, store: TranscriptStore | None
+    ) -> None:
+        self.runtime, self.session_id, self.store = runtime, session_id, store
+        self.turn_id: str | None = None
+        self.plan: PersonaPlan | None = None
+
+    def greeting(self) -> TurnPlan:
+        self.plan = self.runtime.greeting()
+        return as_turn_plan(self.plan, self.runtime)
+
+    def __call__(self, user_text: str, history: Sequence[ChatMessage]) -> TurnPlan:
+        if self.store is not None:
+            self.turn_id = self.store.begin_turn(
+                self.runtime.pack.config.id, self.session_id, user_text
+            )
+        self.plan = self.runtime.plan_turn(user_text, history)
+        return as_turn_plan(self.plan, self.runtime)
+
+    def finish(self, reply: str, timings: dict[str, Any], status: str = "ok") -> None:
+        if self.store is None or self.turn_id is None:
+            return
+        plan = self.plan
+        self.store.finish_turn(
+            self.turn_id,
+            reply,
+            plan.sources if plan else (),
+            timings,
+            status,
+            kind=plan.kind if plan else None,
+        )
+        self.turn_id = None
+
+
+class Personas:
+    """The app's personas (from `PersonaSettings`) and the audit log their turns go to.
+
+    Nothing heavy happens here: packs are read, and the embedder and indexes are built, on the
+    first turn that needs them.
+    """
+
+    def __init__(self, settings: PersonaSettings, store: TranscriptStore | None) -> None:
+        from services.persona.embedder import create_embedder
+        from services.persona.library import PersonaRegistry
+
+        self.settings = settings
+        self.registry = PersonaRegistry(
+            settings.resolved_packs_dir(),
+            settings.index_dir,
+            embedder_factory=lambda: create_embedder(settings.embedder),
+        )
+        self.store = store
+
+    def resolve(self, persona_id: str | None) -> str | None:
+        """The persona a session gets; an unknown id raises `UnknownPersonaError`."""
+        persona_id = persona_id or self.settings.default
+        if persona_id is not None:
+            self.registry.get(persona_id)
+        return persona_id
+
+    def turns(
+        self, persona_id: str, session_id: str, store: TranscriptStore | None = None
+    ) -> PersonaTurns:
+        """The planner of a session's turns, logging to `store` (default: this one's store).
+
+        A `Conversation` passes its sessions' audit log: a session's history is read from
+        the store its turns are logged to, so they must be the same.
+        """
+        return PersonaTurns(self.registry.get(persona_id), session_id, store or self.store)
+
+    def disclosure(self, persona_id: str | None) -> dict[str, Any]:
+        if persona_id is None:
+            return PLAIN_DISCLOSURE
+        return self.registry.get(persona_id).greeting().disclosure
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()

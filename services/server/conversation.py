@@ -1,0 +1,193 @@
+"""Sessions + turns: what the router does per request, without any Ray in it.
+
+A `Conversation` binds the turn orchestrator to a `Stages` implementation (Ray handles in the
+router, local backends in tests), a `SessionStore` (so a session's history survives the router
+replica that served its last turn) and, optionally, the personas: a session with a persona is
+planned, guarded and logged by it.
+
+Every turn, persona or plain chat, is written to the audit log (`SessionStore.transcripts`)
+before it is processed and finished after it; the session's history is read back from there, so
+a conversation is stored once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from services.core.config import TurnSettings
+from services.core.telemetry import Telemetry
+from services.core.types import ChatMessage, ReplyChunk
+from services.persona.personas import PLAIN_DISCLOSURE
+from services.server.events import error_json, event_json
+from services.server.requests import ApiError, TurnInput
+from services.storage.sessions import Session, SessionStore, UnknownSessionError
+from services.storage.transcripts import TranscriptStore
+from services.turn.orchestrator import (
+    Stages,
+    TurnInputError,
+    TurnPlan,
+    TurnResult,
+    default_plan,
+    run_turn,
+    speak,
+)
+
+
+class PlainTurns:
+    """Plans and logs the turns of one session without a persona, like `PersonaTurns` does for
+    a persona: the default plan, and an audit-log row (persona_id None) that is also the
+    session's history.
+    """
+
+    def __init__(self, turn: TurnSettings, store: TranscriptStore, session_id: str) -> None:
+        self.turn, self.store, self.session_id = turn, store, session_id
+        self.turn_id: str | None = None
+
+    def __call__(self, user_text: str, history: Sequence[ChatMessage]) -> TurnPlan:
+        self.turn_id = self.store.begin_turn(None, self.session_id, user_text)
+        return default_plan(self.turn, user_text, history)
+
+    def finish(self, reply: str, timings: dict[str, Any], status: str = "ok") -> None:
+        if self.turn_id is not None:
+            self.store.finish_turn(self.turn_id, reply, (), timings, status)
+            self.turn_id = None
+
+
+class Conversation:
+    """Runs turns for sessions.
+
+    Args:
+        stages: the four stages.
+        turn: turn bounds.
+        sessions: where session state lives.
+        fps: the render stage's frame rate (told to clients in the `session` event).
+        max_sessions: open sessions at most (more is a 503).
+        telemetry: where turn metrics go (default: nowhere).
+        personas: `services.persona.personas.Personas`, or None for plain chat only.
+    """
+
+    def __init__(
+        self,
+        stages: Stages,
+        turn: TurnSettings,
+        sessions: SessionStore,
+        *,
+        fps: float,
+        max_sessions: int = 1000,
+        telemetry: Telemetry | None = None,
+        personas=None,
+    ) -> None:
+        self.stages, self.turn, self.sessions = stages, turn, sessions
+        self.fps, self.max_sessions = fps, max_sessions
+        self.telemetry = telemetry or Telemetry()
+        self.personas = personas
+
+    def disclosure(self, session: Session) -> dict[str, Any]:
+        if self.personas is None or session.persona_id is None:
+            return PLAIN_DISCLOSURE
+        return self.personas.disclosure(session.persona_id)
+
+    def session_event(self, session: Session) -> dict[str, Any]:
+        return {
+            "type": "session",
+            "session_id": session.id,
+            "persona_id": session.persona_id,
+            "fps": self.fps,
+            "disclosure": self.disclosure(session),
+        }
+
+    def open_session(self, persona_id: str | None = None) -> Session:
+        persona_id = self._persona(persona_id)
+        if self.sessions.count() >= self.max_sessions:
+            self.sessions.purge_expired()
+            if self.sessions.count() >= self.max_sessions:
+                raise ApiError(503, f"too many open sessions (limit {self.max_sessions})")
+        return self.sessions.create(persona_id)
+
+    def _persona(self, persona_id: str | None) -> str | None:
+        if self.personas is None:
+            if persona_id is not None:
+                raise ApiError(422, "this cluster serves no personas (personas are disabled)")
+            return None
+        try:
+            return self.personas.resolve(persona_id)
+        except KeyError as exc:
+            raise ApiError(404, str(exc).strip("'\"")) from None
+
+    def session(self, session_id: str) -> Session:
+        try:
+            return self.sessions.get(session_id)
+        except UnknownSessionError as exc:
+            raise ApiError(404, str(exc)) from None
+
+    def resolve(self, request: TurnInput) -> Session:
+        """The session a turn belongs to: the named one (404 if unknown) or a new one."""
+        if request.session_id:
+            session = self.session(request.session_id)
+            if request.persona_id and request.persona_id != session.persona_id:
+                raise ApiError(409, f"session {session.id} talks to {session.persona_id!r}")
+            return session
+        return self.open_session(request.persona_id)
+
+    def _turns(self, session: Session):
+        """The planner of the session's next turn, which also logs it (`finish` after it)."""
+        if self.personas is None or session.persona_id is None:
+            return PlainTurns(self.turn, self.sessions.transcripts, session.id)
+        # Logged where the session's history is read from, whatever store `personas` holds.
+        return self.personas.turns(session.persona_id, session.id, self.sessions.transcripts)
+
+    async def greeting_events(self, session: Session) -> AsyncIterator[dict[str, Any]]:
+        """The session-start turn of a persona: it introduces itself as an AI (spoken too)."""
+        if self.personas is None or session.persona_id is None:
+            return
+        turns = self._turns(session)
+        async for event in speak(self.stages, self.turn, turns.greeting()):
+            yield event_json(event)
+
+    async def turn_events(
+        self, session: Session, request: TurnInput
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Stream one turn as wire events; errors become a final `error` event."""
+        history = self.sessions.history(session.id, limit=2 * self.turn.history_turns)
+        reply: list[str] = []
+        persona = session.persona_id or "default"
+        turns = self._turns(session)
+        try:
+            async for event in run_turn(
+                self.stages,
+                self.turn,
+                audio=request.audio,
+                text=request.text,
+                history=history,
+                planner=turns,
+            ):
+                if isinstance(event, ReplyChunk):
+                    reply.append(event.text)
+                elif isinstance(event, TurnResult):
+                    event.metadata.setdefault("disclosure", PLAIN_DISCLOSURE)
+                    self.telemetry.turn_completed(persona, event.timings, self.fps)
+                    turns.finish(event.reply, event.timings)  # now it is history too
+                yield event_json(event)
+        except TurnInputError as exc:
+            self.telemetry.turn_failed(persona, rejected=False)
+            yield error_json(422, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - any stage failure ends the stream cleanly
+            status = _status_of(exc)
+            self.telemetry.turn_failed(persona, rejected=status == 503)
+            turns.finish(" ".join(reply), {}, status="error")
+            yield error_json(status, f"{type(exc).__name__}: {exc}".splitlines()[0])
+        except BaseException:
+            # The client went away mid-turn (the stream was closed or cancelled): say so in
+            # the log rather than leave the turn "started" as if a replica had died.
+            turns.finish(" ".join(reply), {}, status="cancelled")
+            raise
+
+
+def _status_of(exc: Exception) -> int:
+    """503 for overload (Serve's back-pressure), 500 otherwise."""
+    name = type(exc).__name__
+    if name in {"BackPressureError", "DeploymentUnavailableError"}:
+        return 503
+    return 500

@@ -1,0 +1,43 @@
+"""One database for the app: sessions, their history and the turn audit log.
+
+`open_storage(settings)` opens it from `StorageSettings` (a URL: SQLite or PostgreSQL, see
+`services/storage/engine.py`) and hands back both stores over that one `Database`, so sessions
+and the audit log share one connection pool, one schema and one set of migrations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from services.core.config import StorageSettings
+from services.storage.engine import Database, database_url
+from services.storage.sessions import SessionStore
+from services.storage.transcripts import TranscriptStore
+
+__all__ = ["Database", "Storage", "database_url", "open_storage"]
+
+
+@dataclass
+class Storage:
+    """The stores of one database. `sessions.transcripts is transcripts`: one audit log."""
+
+    sessions: SessionStore
+    transcripts: TranscriptStore
+    db: Database = field(repr=False)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_storage(settings: StorageSettings) -> Storage:
+    """Open (and migrate) the configured database; both stores share it."""
+    db = Database(settings.resolved_url())
+    transcripts = TranscriptStore(db)
+    sessions = SessionStore(db, ttl_s=settings.session_ttl_s, transcripts=transcripts)
+    return Storage(sessions=sessions, transcripts=transcripts, db=db)

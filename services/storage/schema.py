@@ -1,0 +1,79 @@
+"""The one schema of the app's database, as SQLAlchemy Core tables (SQLite and PostgreSQL).
+
+- `sessions`: one row per conversation; `updated_at` drives the idle TTL.
+- `turns`: the audit log, one row per turn of any session (persona or plain chat). It is also
+  the session history: the LLM's previous messages are the `user_text` + `reply` of a session's
+  finished "ok" turns, so a conversation is stored once.
+- `schema_version`: one row per applied migration; the highest is the schema in force.
+
+Bump `SCHEMA_VERSION` together with the tables here and add the step that brings a database of the
+previous version up to it in `services/storage/migrations.py`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+# JSONB on PostgreSQL so SQL readers of the audit log can query into it (sources->0->>'id');
+# JSON (text) elsewhere.
+_Json = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only makes an INTEGER PRIMARY KEY the rowid alias that autoincrements; BIGINT elsewhere.
+_Seq = BigInteger().with_variant(Integer(), "sqlite")
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("persona_id", Text, nullable=True, comment="NULL: plain chat"),
+    # Epoch seconds (time.time()), like the TTL arithmetic that reads them.
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("sessions_updated_at", "updated_at"),  # count() and purge_expired() scan by it
+)
+
+turns = Table(
+    "turns",
+    metadata,
+    # Order of begin_turn calls as the database saw them: replicas' wall clocks disagree, the
+    # sequence does not. AUTOINCREMENT on SQLite so a seq is never reused.
+    Column("seq", _Seq, primary_key=True, autoincrement=True),
+    Column("turn_id", Text, nullable=False, unique=True),
+    # No foreign key to sessions: the audit log outlives purged sessions, and CLI turns
+    # (`avatar talk`) belong to no stored session.
+    Column("session_id", Text, nullable=False),
+    Column("persona_id", Text, nullable=True, comment="NULL: plain chat"),
+    Column("user_text", Text, nullable=False),
+    Column("reply", Text, nullable=True),
+    Column("kind", Text, nullable=True),
+    Column("sources", _Json, nullable=False),
+    Column("timings", _Json, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Index("turns_session", "session_id", "seq"),
+    Index("turns_persona", "persona_id", "seq"),
+    sqlite_autoincrement=True,
+)
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)
