@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from services.core.backend import BackendOptions
-from services.core.registry import STAGES, backend_class
+from services.core.registry import BACKENDS, STAGES, backend_class
 from services.core.serve_options import DeploymentOptions
 
 DEFAULT_BACKENDS = {"asr": "whisper", "llm": "llama_cpp", "tts": "piper", "render": "head3d"}
@@ -77,8 +77,6 @@ class StageConfig(_Strict):
 
 def backend_class_or_error(stage: str, name: str, *, import_module: bool = True):
     """The registered backend class (or, without importing it, just the check that it exists)."""
-    from services.core.registry import BACKENDS
-
     if name not in BACKENDS[stage]:
         raise ValueError(
             f"unknown {stage} backend {name!r}; valid: {', '.join(sorted(BACKENDS[stage]))}"

