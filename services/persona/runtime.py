@@ -10,9 +10,9 @@
    (the twin says it has nothing on that instead of letting a 135M model invent a biography);
 6. else `answer`: a short system prompt with the top statements verbatim + recent history.
 
-Steps 2 and 3 also match by meaning (similarity to example questions) when the embedder is
-semantic, but only where the example is closer than anything in the corpus, so a real question
-about the person's work that shares words with an avoided topic still gets answered.
+Steps 1-3 are the persona's `Guard` (`guard.py`: by wording, and by meaning right after
+retrieval); step 5 is its `Retriever` (`retrieval.py`). This module only orders them and builds
+the plans and the prompt.
 
 Every plan carries machine-readable disclosure metadata and the persona's voice and look, so the
 pipeline forwards them to TTS and render as request parameters.
@@ -21,34 +21,20 @@ pipeline forwards them to TTS and render as request parameters.
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from services.core.types import AvatarLook, ChatMessage, Source
 from services.persona import guardrails
 from services.persona.embedder import Embedder
+from services.persona.guard import Guard
 from services.persona.index import StatementIndex, pack_rewriter
 from services.persona.pack import PersonaPack
+from services.persona.retrieval import Retriever
 
 KINDS = ("answer", "greeting", "disclosure", "refusal", "no_answer")
-
-# Prototype "who am I talking to" questions for the meaning-based disclosure check; the regexes
-# in `guardrails` are the primary detector, these catch phrasings they miss.
-_DISCLOSURE_EXAMPLES = (
-    "Are you a real person?",
-    "Am I talking to a bot?",
-    "Is this really {name}?",
-    "Are you an AI?",
-    "Is a human answering me right now?",
-    "Is this a recording or is it live?",
-    "Are you actually {name} or a computer?",
-    "Is there a person on the other side of this conversation?",
-)
 
 
 @dataclass(frozen=True)
@@ -114,16 +100,6 @@ class PersonaPlan:
         }
 
 
-@dataclass
-class _Topic:
-    """An avoided topic compiled for matching: keyword regex and example embeddings."""
-
-    name: str
-    reply: str
-    pattern: Any
-    examples: np.ndarray | None = field(default=None)
-
-
 class PersonaRuntime:
     """One persona, ready to plan turns: pack + statement index + embedder.
 
@@ -142,25 +118,9 @@ class PersonaRuntime:
         config = pack.config
         self.persona_id = config.id
         self._retrieval = config.retrieval
-        self._rewrite = pack_rewriter(pack)
-        names = [config.display_name, config.name]
-        self._disclosure_re = guardrails.disclosure_pattern(names)
-        self._human_filter = guardrails.HumanClaimFilter(names)
-        self._topics = [
-            _Topic(
-                name=t.name,
-                reply=t.reply or config.replies.refusal,
-                pattern=guardrails.keyword_pattern(t.keywords),
-                examples=(
-                    embedder.embed([self._rewrite(x) for x in t.examples])
-                    if t.examples and embedder.semantic
-                    else None
-                ),
-            )
-            for t in config.topics_to_avoid
-        ]
-        examples = [self._rewrite(q.format(name=config.name)) for q in _DISCLOSURE_EXAMPLES]
-        self._disclosure_examples = embedder.embed(examples) if embedder.semantic else None
+        rewrite = pack_rewriter(pack)
+        self.guard = Guard(pack, embedder, rewrite)
+        self.retriever = Retriever(pack, index, embedder, rewrite)
         self._disclosure = {
             "ai_generated": True,
             "synthetic_voice": True,
@@ -213,92 +173,55 @@ class PersonaRuntime:
 
     def plan_turn(self, user_text: str, history: Sequence[ChatMessage] = ()) -> PersonaPlan:
         """Decide how to answer `user_text`, given the conversation so far (oldest first)."""
-        replies = self.pack.config.replies
         text = user_text.strip()
         if guardrails.word_count(text) == 0:
-            return self._plan("no_answer", reply=replies.not_heard, reason="empty")
-        category = guardrails.unsafe_category(text)
-        if category is not None:
-            reply = guardrails.SELF_HARM_REPLY if category == "self_harm" else replies.unsafe
-            return self._plan("refusal", reply=reply, reason=f"unsafe:{category}")
-        norm = guardrails.normalise(text)
-        if self._disclosure_re.search(norm):
-            return self._plan("disclosure", reply=replies.disclosure, reason="disclosure:pattern")
-        for topic in self._topics:
-            if topic.pattern is not None and topic.pattern.search(norm):
-                return self._plan("refusal", reply=topic.reply, reason=f"topic:{topic.name}")
+            return self._plan("no_answer", reply=self.pack.config.replies.not_heard, reason="empty")
+        verdict = self.guard.by_wording(text)
+        if verdict is not None:
+            return self._plan(verdict.kind, reply=verdict.reply, reason=verdict.reason)
         if guardrails.is_small_talk(text):
             return self._plan(
                 "answer", messages=self._messages(text, history, ()), reason="small_talk"
             )
 
-        started = time.perf_counter()
-        query = self.embedder.embed_one(self._rewrite(self._query_text(text, history)))
-        hits = self.index.search(query, self._retrieval.top_k)
-        retrieval_ms = (time.perf_counter() - started) * 1000.0
-        best = hits[0].score if hits else 0.0
-
-        # Meaning-based checks only win over the corpus: a question that is closer to something
-        # the person actually said is a question about their work, not an avoided topic.
-        threshold = self._retrieval.topic_similarity
-        if self._disclosure_examples is not None:
-            score = float(np.max(self._disclosure_examples @ query))
-            if score >= threshold and score > best:
-                return self._plan(
-                    "disclosure",
-                    reply=replies.disclosure,
-                    reason=f"disclosure:similar:{score:.2f}",
-                    retrieval_ms=retrieval_ms,
-                )
-        for topic in self._topics:
-            if topic.examples is None:
-                continue
-            score = float(np.max(topic.examples @ query))
-            if score >= threshold and score > best:
-                return self._plan(
-                    "refusal",
-                    reply=topic.reply,
-                    reason=f"topic:{topic.name}:similar:{score:.2f}",
-                    retrieval_ms=retrieval_ms,
-                )
-        if best < self._retrieval.min_score:
+        found = self.retriever.retrieve(text, history)
+        verdict = self.guard.by_meaning(found.query, found.best)
+        if verdict is not None:
+            return self._plan(
+                verdict.kind,
+                reply=verdict.reply,
+                reason=verdict.reason,
+                retrieval_ms=found.retrieval_ms,
+            )
+        answer = self.retriever.answer(text, found)
+        if not answer.sources:
             return self._plan(
                 "no_answer",
-                reply=replies.no_answer,
-                reason=f"low_score:{best:.2f}",
-                retrieval_ms=retrieval_ms,
+                reply=self.pack.config.replies.no_answer,
+                reason=answer.reason,
+                retrieval_ms=found.retrieval_ms,
             )
-        sources = tuple(hits)
-        if self._retrieval.answer_mode == "quote":
+        if answer.quote is not None:
             return self._plan(
                 "answer",
-                reply=sources[0].text,
-                sources=sources,
+                reply=answer.quote,
+                sources=answer.sources,
                 reason="quote",
-                retrieval_ms=retrieval_ms,
+                retrieval_ms=found.retrieval_ms,
             )
-        grounding = sources[: self._retrieval.prompt_statements]
+        grounding = answer.sources[: self._retrieval.prompt_statements]
         return self._plan(
             "answer",
             messages=self._messages(text, history, grounding),
-            sources=sources,
-            retrieval_ms=retrieval_ms,
+            sources=answer.sources,
+            retrieval_ms=found.retrieval_ms,
         )
 
     def filter_sentence(self, sentence: str) -> str:
         """Post-filter one generated sentence: "" when it claims to be human (or is unsafe)."""
-        return self._human_filter(sentence)
+        return self.guard.filter_sentence(sentence)
 
     # -- prompt ------------------------------------------------------------------------------
-
-    @staticmethod
-    def _query_text(text: str, history: Sequence[ChatMessage]) -> str:
-        # "Why?" or "and then?" carry no topic of their own: retrieve with the previous question.
-        if guardrails.word_count(text) < 4:
-            for message in reversed(history):
-                if message.role == "user":
-                    return f"{message.content} {text}"
-        return text
 
     def system_prompt(self, grounding: Sequence[Source]) -> str:
         """Short on purpose: a 135M model follows quoted facts better than long instructions."""
