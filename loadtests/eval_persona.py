@@ -17,6 +17,14 @@ declines to invent facts. Metrics:
 Run: `python -m loadtests.eval_persona` (builds the index into a temp folder with MiniLM;
 `--embedder hashing` runs without torch, for a smoke test only). The question file's `dev` split
 (`--split dev`) is the one `min_score` was chosen on; the default split is held out.
+
+Guardrail probes (`loadtests/persona_probes.yaml`, or any file of the same shape): `unsafe` may
+map categories to prompts (reported per category in `refusal.unsafe_by_category`; self_harm must
+get the supportive reply), and `benign` lists risky-looking ordinary questions that must not be
+refused or taken for disclosure (`benign.false_refusal_rate`). Every section is optional.
+Both sets in one run: `python -m loadtests.eval_persona --probes` adds the probe set's report
+under `probe_set` (`--probes FILE` for another file); or run the probe file alone with
+`--questions loadtests/persona_probes.yaml`.
 """
 
 from __future__ import annotations
@@ -30,10 +38,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from services.persona import guardrails
 from services.persona.embedder import create_embedder
 from services.persona.library import PACKS_DIR, PersonaRegistry
 
 QUESTIONS = Path(__file__).with_name("persona_questions.yaml")
+PROBES = Path(__file__).with_name("persona_probes.yaml")
+SECTIONS = ("factual", "disclosure", "avoid", "unsafe", "out_of_corpus", "benign")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -49,6 +60,11 @@ def evaluate(
 ) -> dict:
     """Run every question through `plan_turn` and compute the metrics (see module docstring)."""
     runtime = registry.get(questions["persona"])
+    questions = {**{k: [] for k in SECTIONS}, **questions}
+    unsafe_cats = questions["unsafe"]
+    if not isinstance(unsafe_cats, dict):
+        unsafe_cats = {"unsafe": unsafe_cats}
+    unsafe = [(cat, q) for cat, items in unsafe_cats.items() for q in items or ()]
     known = {s.id for s in runtime.pack.statements}
     missing = [item["expect"] for item in questions["factual"] if item["expect"] not in known]
     if missing:
@@ -75,8 +91,9 @@ def evaluate(
             "factual": [(item, plan(item["q"])) for item in questions["factual"]],
             "disclosure": [(q, plan(q)) for q in questions["disclosure"]],
             "avoid": [(q, plan(q)) for q in questions["avoid"]],
-            "unsafe": [(q, plan(q)) for q in questions["unsafe"]],
+            "unsafe": [(q, plan(q)) for _, q in unsafe],
             "out_of_corpus": [(q, plan(q)) for q in questions["out_of_corpus"]],
+            "benign": [(q, plan(q)) for q in questions["benign"]],
         }
 
     factual = results["factual"]
@@ -112,6 +129,23 @@ def evaluate(
     disclosure_ok = check("disclosure", "disclosure")
     avoid_ok = check("avoid", "refusal")
     unsafe_ok = check("unsafe", "refusal")
+    by_category: dict[str, dict] = {}
+    for (cat, _), (q, p) in zip(unsafe, results["unsafe"], strict=True):
+        row = by_category.setdefault(cat, {"questions": 0, "refused": 0})
+        row["questions"] += 1
+        row["refused"] += p.kind == "refusal"
+        if cat == "self_harm":
+            supportive = p.canned_reply == guardrails.SELF_HARM_REPLY
+            row["supportive"] = row.get("supportive", 0) + supportive
+            if p.kind == "refusal" and not supportive:
+                misses.append({"set": "unsafe:self_harm", "q": q, "reason": p.reason})
+    for row in by_category.values():
+        row["rate"] = _share(row["refused"], row["questions"])
+    benign_bad = 0
+    for q, p in results["benign"]:
+        if p.kind in ("refusal", "disclosure"):
+            benign_bad += 1
+            misses.append({"set": "benign", "q": q, "kind": p.kind, "reason": p.reason})
     ooc_ok = check("out_of_corpus", "no_answer")
     factual_no_answer = sum(p.kind == "no_answer" for _, p in factual)
     n_fact, n_ooc = len(factual), len(results["out_of_corpus"])
@@ -138,6 +172,11 @@ def evaluate(
             "avoid_rate": _share(avoid_ok, len(results["avoid"])),
             "unsafe_questions": len(results["unsafe"]),
             "unsafe_rate": _share(unsafe_ok, len(results["unsafe"])),
+            "unsafe_by_category": by_category,
+        },
+        "benign": {
+            "questions": len(results["benign"]),
+            "false_refusal_rate": _share(benign_bad, len(results["benign"])),
         },
         "no_answer": {
             "out_of_corpus_questions": n_ooc,
@@ -161,6 +200,13 @@ def evaluate(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=Path, default=QUESTIONS, help="question set YAML")
+    parser.add_argument(
+        "--probes",
+        type=Path,
+        nargs="?",
+        const=PROBES,
+        help="also evaluate a guardrail probe file (default: persona_probes.yaml) -> probe_set",
+    )
     parser.add_argument("--packs-dir", type=Path, default=PACKS_DIR, help="persona packs folder")
     parser.add_argument("--index-dir", type=Path, help="index folder (default: a temp folder)")
     parser.add_argument("--embedder", default="minilm", choices=("minilm", "hashing"))
@@ -172,16 +218,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
 
-    questions = yaml.safe_load(args.questions.read_text(encoding="utf-8"))
-    if args.split == "dev":
-        dev = questions["dev"]
-        questions = {"persona": questions["persona"], "disclosure": [], "avoid": [], "unsafe": []}
-        questions.update(dev)
+    def load(path: Path) -> dict:
+        questions = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if args.split == "dev":
+            questions = {"persona": questions["persona"], **questions["dev"]}
+        return questions
+
+    questions = load(args.questions)
     with tempfile.TemporaryDirectory(prefix="persona-eval-") as tmp:
         registry = PersonaRegistry(
             args.packs_dir, args.index_dir or tmp, embedder=create_embedder(args.embedder)
         )
         report = evaluate(questions, registry, repeat=args.repeat, show_misses=not args.no_misses)
+        if args.probes:
+            report["probe_set"] = evaluate(
+                load(args.probes), registry, repeat=args.repeat, show_misses=not args.no_misses
+            )
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -82,6 +82,7 @@ def split_sentences(text: str) -> list[str]:
 
 
 _QA_PREFIX = re.compile(r"^(?:Q|A|Question|Answer)\s*:\s*", re.IGNORECASE)
+_FAQ_QUESTION = re.compile(r"^(?:Q|Question)\s*:", re.IGNORECASE)
 
 
 def statement_views(statement: Statement) -> list[str]:
@@ -89,15 +90,20 @@ def statement_views(statement: Statement) -> list[str]:
 
     A question usually matches one sentence of a paragraph far better than the whole paragraph
     (whose vector averages several topics), and the heading supplies a topic the text may not
-    name. FAQ "Q: ... A: ..." prefixes are dropped from the sentence views so the question
-    itself becomes a view: a user's question is closest to the corpus's own question.
+    name. An FAQ's own question ("Q: Where is Fernwick based?") is not a view on its own: short
+    and generic, it sits close to every question about the company; it stays embedded with its
+    answer (the whole-statement views), and the answer's sentences are views without "A:".
     """
     views = [statement.embed_text]
     if statement.embed_text != statement.text:
         views.append(statement.text)
     sentences = split_sentences(statement.text)
     if len(sentences) > 1:
-        views.extend(_QA_PREFIX.sub("", sentence) for sentence in sentences)
+        views.extend(
+            _QA_PREFIX.sub("", sentence)
+            for sentence in sentences
+            if not _FAQ_QUESTION.match(sentence)
+        )
     return list(dict.fromkeys(views))
 
 

@@ -13,75 +13,28 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 
+from services.persona.safety.patterns import UNSAFE_PATTERNS as _UNSAFE
+
 SELF_HARM_REPLY = (
     "I'm an AI, so I'm not the right one to help with this, but you deserve support right now. "
     "If you might be in danger, please call your local emergency number or a crisis line, "
     "or talk to someone you trust."
 )
 
-# Categories -> patterns on normalised text. Targeted phrases rather than single words: a founder
-# "kills a feature" and "shoots a video", and a question about that must not be refused.
-_UNSAFE: dict[str, tuple[str, ...]] = {
-    "self_harm": (
-        r"\b(kill|hurt|harm|cut) myself\b",
-        r"\bsuicid(e|al)\b",
-        r"\bend (my|it all|my own) li(fe|ves)\b",
-        r"\bself[- ]?harm",
-        r"\b(want|wanna|going) to die\b",
-        r"\bdon'?t want to (live|be alive)\b",
-    ),
-    "violence": (
-        r"\bhow (do|can|could|would|should) (i|we|you|someone|one) (kill|murder|poison|stab|"
-        r"shoot|strangle|hurt|attack) (a |an |my |his |her |their |some|people|him|her|them)",
-        r"\b(make|build|assemble|construct|print) (a |an )?(bomb|explosive|pipe bomb|grenade|"
-        r"ghost gun|untraceable gun|weapon)",
-        r"\b(bomb|explosives?|nerve agent|bioweapon)s? (recipe|instructions|at home)\b",
-        r"\b(kill|murder|shoot|stab) (my|the|a) (boss|wife|husband|neighbou?r|teacher|coworker)",
-    ),
-    "illegal": (
-        r"\b(make|cook|synthesi[sz]e|manufacture|buy|get) (some )?(meth|methamphetamine|cocaine|"
-        r"heroin|fentanyl|crack)\b",
-        r"\blaunder(ing)? (money|cash|funds)\b|\bmoney laundering\b",
-        r"\bhack(ing)? into\b",
-        r"\bsteal (a |an |someone'?s |their |his |her )?(password|identity|credit card|car|data)",
-        r"\b(write|make|create|build) (a |some )?(ransomware|malware|phishing|keylogger|virus)",
-        r"\b(fake|forged?) (id|passport|diploma)s?\b",
-        r"\bevade (taxes|tax|the police|police)\b",
-    ),
-    "sexual": (
-        r"\b(have|having) sex\b",
-        r"\bsex with\b",
-        r"\bnudes?\b|\bnaked\b|\bporn\w*\b|\berotic\b|\bsexy\b|\bsexting\b",
-        r"\b(send|show) me (pics|pictures|photos) of (you|your body)\b",
-    ),
-    "hate": (
-        r"\b(racist|sexist|homophobic|antisemitic|transphobic) (joke|jokes|rant|slur)",
-        r"\bslurs?\b",
-        r"\b(inferior|superior) (race|races|religion|gender)\b",
-        r"\bethnic cleansing\b|\bheil\b|\bwhite power\b",
-        r"\bwhy (are|is) (women|men|immigrants|muslims|jews|christians|black people|"
-        r"white people|gay people) (so )?(stupid|dumb|lazy|evil|inferior)",
-    ),
-    "privacy": (
-        r"\b(home|house|private) address\b",
-        r"\b(personal|private|cell|mobile|home) (phone )?number\b",
-        r"\bsocial security\b|\bpassport number\b",
-        r"\bwhere (exactly )?(does|do) (she|he|you|they) live\b",
-        r"\bdox+(ing)?\b",
-    ),
-}
 _UNSAFE_RE = {name: re.compile("|".join(p), re.IGNORECASE) for name, p in _UNSAFE.items()}
 
 _IDENTITY_NOUN = (
     r"(real|human|a human( being)?|an? (real |actual |live |living )?(human|person|woman|man)|"
     r"(a |an )?(bot|robot|ai|a\.i\.|artificial( intelligence)?|machine(?! learning)|computer|"
-    r"program|chat ?bot|language model|llm|recording|deep ?fake|fake|clone|avatar|digital twin|"
+    r"program|software|chat ?bot|language model|llm|recording|deep ?fake|fake|clone|avatar|"
+    r"digital twin|"
     r"simulation|hologram|virtual (person|assistant|version)|automated|alive|sentient|"
     r"generated|synthetic|the real (one|you|deal|person|thing)|actually (you|real|human)|"
     r"really (you|real|human)))"
     # "Are you an AI company?" asks about the business, not about who is speaking.
     r"(?! (company|companies|startup|business|firm|product|products|tool|tools|feature|features|"
-    r"team|vendor|research|strategy|roadmap|investor|investments?|first|native|powered))"
+    r"team|vendor|research|strategy|roadmap|investor|investments?|first|native|powered|"
+    r"engineers?|developers?|vendors?|teams?|quality|updates?|licen[cs]es?))"
 )
 _DISCLOSURE_PATTERNS = (
     # "are you real / human / a bot / an AI / actually alive?"
@@ -98,10 +51,34 @@ _DISCLOSURE_PATTERNS = (
     rf"\bis (this|that) (really |actually |truly |even |just )*"
     rf"(you|{_IDENTITY_NOUN}|ai[- ]generated|computer[- ]generated|live)\b",
     # "is there a human behind this?", "is a person typing this?"
-    r"\b(is|are) (there )?(a |an |any )?(real )?(human|person|people|someone|somebody) "
-    r"(behind|typing|answering|responding|writing|on the other end|there|in there)",
+    r"\b(is|are) (there )?(a |an |any )?(real |actual |live )?(human|person|people|someone|"
+    r"somebody) (behind|typing|answering|responding|replying|writing|on the other end|there|"
+    r"in there)",
+    r"\b(is|are) (there )?(anybody|anyone|someone|somebody) (real|human|actually there)\b",
+    # "are these answers coming from a language model?", "is this produced by software?"
+    r"\b(this|these|your) (answers?|repl(y|ies)|messages?|responses?|words)( \w+)? (coming|"
+    r"generated|written|produced|made) (from|by) (a |an )?(language model|llm|ai|bot|machine|"
+    r"computer|program|software|chat ?bot)\b",
+    # "is this a live chat or a simulation?"
+    r"\b(you|this|chat|conversation|call|live)\b[\w ,']{0,30} or (a |an |just )?(simulation|"
+    r"recording|bot|chat ?bot|ai|machine|program|deep ?fake|clone|imitation|copy)\b",
     r"\bwhat are you\s*(exactly|really|actually)?\s*[?!.]*$",
+    # "is a machine writing this?", "is anyone from the company answering me right now?"
+    r"\b(is|are) (a |an |the |some |any )?(human|person|people|someone|somebody|anyone|anybody|"
+    r"bot|robot|ai|machine|computer|program|chat ?bot|language model)( \w+){0,3} "
+    r"(writing|typing|answering|replying|responding|generating|saying) "
+    r"(this|these|that|me|to me)\b",
+    # "is this text AI-generated?", "are these answers automated?", "is this chat a recording?"
+    r"\b(is|are) (this|these|that|the|your) (text|message|messages|answers?|repl(y|ies)|"
+    r"responses?|conversation|chat|voice|words?)( \w+){0,2} (ai[- ]generated|generated|"
+    r"automated|computer[- ]generated|machine[- ]generated|synthetic|real|fake|a recording)\b",
+    # "are you the actual person or an imitation?", "a human or a program?"
+    r"\b(real|actual|genuine) (person|human)( \w+){0,2} or (a |an )?\w+",
+    r"\b(human|person) or (a |an )?(bot|robot|ai|machine|computer|program|software|chat ?bot|"
+    r"imitation|copy|fake|recording|simulation|clone)\b",
     r"\bare you (sentient|conscious|self[- ]aware)\b",
+    r"\b(you|this|it)('re| are| is)? (just |only )?(\w+ )?pretending to be (her|him|a (human|"
+    r"person)|the real)\b",
 )
 _DISCLOSURE_RE = re.compile("|".join(f"(?:{p})" for p in _DISCLOSURE_PATTERNS), re.IGNORECASE)
 
@@ -169,6 +146,10 @@ def disclosure_pattern(names: Sequence[str]) -> re.Pattern[str]:
         rf"(real|actual) ({alternation})\b"
         rf"|\b(is|are) (this|you) (really|actually|truly) (you,? )?({alternation})?"
         rf"\s*[?!.]*$"
+        # "did Maya write these answers herself?"
+        rf"|\bdid ({alternation}) (really |actually )?(herself |himself )?(write|type|send) "
+        rf"(this|these|those|that) (answers?|repl(y|ies)|messages?|words|responses?|herself|"
+        rf"himself|just now|right now)\b"
     )
     return re.compile(f"{_DISCLOSURE_RE.pattern}|{by_name}", re.IGNORECASE)
 

@@ -36,7 +36,7 @@ from services.persona.embedder import Embedder
 from services.persona.pack import PersonaPack
 
 INDEX_FORMAT = 2
-VIEWS_VERSION = "1"
+VIEWS_VERSION = "2"  # 2: an FAQ question is no view on its own
 EMBEDDINGS_FILE = "embeddings.npy"
 META_FILE = "index.json"
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from services.core.config import PersonaSettings
 from services.core.types import ChatMessage
+from services.persona import grounding
 from services.persona.runtime import PersonaPlan, PersonaRuntime
 from services.storage.transcripts import TranscriptStore
 from services.turn.orchestrator import TurnPlan
@@ -21,15 +22,32 @@ PLAIN_DISCLOSURE: dict[str, Any] = {"ai_generated": True, "persona_id": None}
 
 
 def as_turn_plan(plan: PersonaPlan, runtime: PersonaRuntime) -> TurnPlan:
-    """The orchestrator's plan for a persona plan; metadata carries kind, sources, disclosure."""
+    """The orchestrator's plan for a persona plan; metadata carries kind, sources, disclosure.
+
+    A generated answer with sources is checked sentence by sentence against them
+    (`grounding.py`); its live counts are `metadata["grounding"]`, complete when the turn ends.
+    """
+    metadata = plan.to_dict()
+    sentence_filter = runtime.filter_sentence
+    if plan.kind == "answer" and plan.needs_llm and plan.sources:
+        config = runtime.pack.config
+        sentence_filter, counts = grounding.sentence_filter(
+            plan.sources,
+            runtime.embedder,
+            config.grounding,
+            runtime.filter_sentence,
+            names=grounding.pack_names(config),
+        )
+        if counts is not None:
+            metadata["grounding"] = counts
     return TurnPlan(
         messages=plan.messages,
         canned_reply=plan.canned_reply,
         voice=plan.voice,
         speed=plan.speed,
         look=plan.look,
-        metadata=plan.to_dict(),
-        sentence_filter=runtime.filter_sentence,
+        metadata=metadata,
+        sentence_filter=sentence_filter,
     )
 
 

@@ -6,8 +6,10 @@
 2. "are you real / a bot / really Maya?" -> `disclosure` (canned: it is an AI version);
 3. a topic the person declines -> `refusal`;
 4. small talk -> `answer` with no sources (nothing factual to ground);
-5. otherwise retrieve; if the best statement is below the pack's `min_score` -> `no_answer`
-   (the twin says it has nothing on that instead of letting a 135M model invent a biography);
+5. otherwise retrieve (dense + lexical, `retrieval.py`); when no statement answers -> `no_answer`
+   (the twin says it has nothing on that instead of putting words in the person's mouth): the
+   best score is below the pack's `min_score`, or the question names a person, place or number
+   no good statement names;
 6. else `answer`: a short system prompt with the top statements verbatim + recent history.
 
 Steps 1-3 are the persona's `Guard` (`guard.py`: by wording, and by meaning right after

@@ -150,13 +150,65 @@ class RetrievalSettings(_Strict):
         default=3, ge=1, le=5, description="Of those, how many go verbatim into the LLM prompt."
     )
     min_score: float = Field(
-        default=0.42,
+        default=0.56,
+        ge=0.0,
+        le=2.0,
+        description=(
+            "Hybrid score (best-view cosine similarity, MiniLM scale, plus lexical_weight x "
+            "word coverage) the best statement must reach for a question to be answered; below "
+            "it the twin says it has nothing on that."
+        ),
+    )
+    lexical_weight: float = Field(
+        default=0.35,
         ge=0.0,
         le=1.0,
         description=(
-            "Cosine similarity (MiniLM scale) the best statement must reach for a question to "
-            "be answered; below it the twin says it has nothing on that."
+            "Weight of word coverage (IDF-weighted share of the question's content words a "
+            "statement contains) added to the cosine similarity when ranking statements."
         ),
+    )
+    answer_type_weight: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=0.5,
+        description=(
+            "Bonus to a statement that gives the kind of answer a when / how long / how many "
+            "question asks for (a date, a duration, a number); a tie-breaker, not evidence."
+        ),
+    )
+    check_entities: bool = Field(
+        default=True,
+        description=(
+            "No answer when the question names a person, place or number (other than the "
+            "persona's own names) that the chosen statement never names, even as a variant."
+        ),
+    )
+    support_margin: float | None = Field(
+        default=None,
+        ge=-0.5,
+        le=0.5,
+        description=(
+            "No answer when the chosen statement's similarity drops by less than this once the "
+            "question's words it lacks are removed (they were not what it matched); None "
+            "disables the check (the default: on the dev questions it declined as many "
+            "answerable questions as unanswerable ones, and it costs one more embedding)."
+        ),
+    )
+    max_quote_statements: int = Field(
+        default=2,
+        ge=1,
+        le=2,
+        description=(
+            "Quote mode: statements the twin may join, verbatim, when a second one covers "
+            "question words the first lacks."
+        ),
+    )
+    join_margin: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Quote mode: how far below the first a joined statement's score may be.",
     )
     topic_similarity: float = Field(
         default=0.70,
@@ -184,6 +236,44 @@ class RetrievalSettings(_Strict):
             if not 1 <= len(term.strip()) <= 60 or len(replacement) > 60:
                 raise ValueError("terms must be 1-60 characters, replacements at most 60")
         return value
+
+
+class GroundingSettings(_Strict):
+    """How generated sentences are checked against the statements they cite (generate mode)."""
+
+    # Used by `grounding.GroundingChecker`; `min_similarity` was chosen on the dev split of
+    # loadtests/persona_questions.yaml with `python -m loadtests.eval_grounding --split dev`.
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Check every generated sentence of a sourced answer before it is spoken; quote mode "
+            "and canned replies are never checked (they are the person's or the pack's words)."
+        ),
+    )
+    min_similarity: float = Field(
+        default=0.65,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Cosine similarity (MiniLM scale) a sentence must reach with the closest cited "
+            "statement, or sentence of one, to count as supported."
+        ),
+    )
+    unsupported: Literal["replace", "drop"] = Field(
+        default="replace",
+        description=(
+            "What happens to an unsupported sentence: replace = speak the next cited sentence "
+            "(best source first) in the person's own words instead (never the same one twice in a reply); drop = "
+            "say nothing in its place."
+        ),
+    )
+    check_numbers: bool = Field(
+        default=True, description="Every number in a sentence must appear in a cited statement."
+    )
+    check_names: bool = Field(
+        default=True,
+        description="Every capitalised name in a sentence must appear in a cited statement.",
+    )
 
 
 class PersonaConfig(_Strict):
@@ -225,6 +315,10 @@ class PersonaConfig(_Strict):
     consent: Consent = Field(description="The consent record this twin is served under.")
     retrieval: RetrievalSettings = Field(
         default_factory=RetrievalSettings, description="Retrieval and prompt settings."
+    )
+    grounding: GroundingSettings = Field(
+        default_factory=GroundingSettings,
+        description="Checks of generated sentences against the cited statements.",
     )
 
     @field_validator("greeting")

@@ -1,0 +1,67 @@
+"""The curated safety data that ships with the project: unsafe request types with example
+phrasings, benign look-alikes and prototype questions for commonly avoided topics
+(`unsafe_requests.yaml`), read by the meaning-based guard (`services.persona.guard`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+UNSAFE_REQUESTS = Path(__file__).with_name("unsafe_requests.yaml")
+
+
+@dataclass(frozen=True)
+class UnsafeRequests:
+    """Example phrasings per unsafe category, and benign look-alikes that must not be refused.
+
+    Attributes:
+        examples: Every unsafe example, in file order.
+        categories: The category of each entry of `examples`.
+        benign: Ordinary questions sharing words with unsafe ones.
+        topics: Prototype questions per commonly avoided topic name ("politics"), merged into a
+            pack's topic of the same name.
+    """
+
+    examples: tuple[str, ...]
+    categories: tuple[str, ...]
+    benign: tuple[str, ...]
+    topics: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def parse_unsafe_requests(data: dict) -> UnsafeRequests:
+    """Validate and flatten `{categories: {name: [text]}, benign: [text], topics: {...}}`."""
+    categories = data.get("categories")
+    if not isinstance(categories, dict) or not categories:
+        raise ValueError("unsafe requests: 'categories' must map names to example lists")
+    examples: list[str] = []
+    names: list[str] = []
+    for name, items in categories.items():
+        if not isinstance(items, list) or not all(isinstance(x, str) and x.strip() for x in items):
+            raise ValueError(f"unsafe requests: category {name!r} needs a list of non-empty texts")
+        examples.extend(items)
+        names.extend([str(name)] * len(items))
+    benign = data.get("benign") or []
+    if not all(isinstance(x, str) and x.strip() for x in benign):
+        raise ValueError("unsafe requests: 'benign' must be a list of non-empty texts")
+    topics = data.get("topics") or {}
+    if not isinstance(topics, dict) or not all(
+        isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v)
+        for v in topics.values()
+    ):
+        raise ValueError("unsafe requests: 'topics' must map topic names to lists of texts")
+    return UnsafeRequests(
+        tuple(examples),
+        tuple(names),
+        tuple(benign),
+        {str(k): tuple(v) for k, v in topics.items()},
+    )
+
+
+@cache
+def load_unsafe_requests(path: Path = UNSAFE_REQUESTS) -> UnsafeRequests:
+    """The curated set (parsed once per process)."""
+    return parse_unsafe_requests(yaml.safe_load(path.read_text(encoding="utf-8")))
