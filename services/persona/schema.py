@@ -263,8 +263,8 @@ class GroundingSettings(_Strict):
         default="replace",
         description=(
             "What happens to an unsupported sentence: replace = speak the next cited sentence "
-            "(best source first) in the person's own words instead (never the same one twice in a reply); drop = "
-            "say nothing in its place."
+            "(best source first) in the person's own words instead (never the same one twice "
+            "in a reply); drop = say nothing in its place."
         ),
     )
     check_numbers: bool = Field(
