@@ -39,9 +39,9 @@ class FakeTTS(TTSBackend):
 
     Output length is `seconds_per_char * len(text) / speed`; phonemes alternate consonant and
     vowel, `phoneme_s` each, and tile the audio exactly; the envelope peaks on the vowels. The
-    pitch depends on `voice` (a hash), so different voices are distinguishable. Each call sleeps
-    `latency_s + rtf * audio duration` and fails with `BackendError` with probability
-    `failure_rate` (seeded).
+    pitch depends on `voice` (a hash of its file name), so different voices are
+    distinguishable. Each call sleeps `latency_s + rtf * audio duration` and fails with
+    `BackendError` with probability `failure_rate` (seeded).
     """
 
     name: ClassVar[str] = "fake"
@@ -73,7 +73,10 @@ class FakeTTS(TTSBackend):
             )
             for i in range(len(edges) - 1)
         )
-        f0 = 100.0 + (zlib.crc32(voice.encode()) % 120 if voice else 20)
+        # By the voice's file name, not its full path: a pack's voice resolves to an absolute
+        # path that differs per machine, and the pitch must not (tests compare pitches).
+        name = voice.replace("\\", "/").rsplit("/", 1)[-1] if voice else None
+        f0 = 100.0 + (zlib.crc32(name.encode()) % 120 if name else 20)
         t = np.arange(n, dtype=np.float64) / rate
         tone = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6))
         # One syllable per consonant+vowel pair, loudest mid-vowel.
