@@ -131,6 +131,11 @@ def movable_totals(prom: Prom, template: str = "sum({})") -> dict[str, float]:
         if metric.kind != "gauge":
             name = obs.exported_names(metric)[0 if metric.kind == "counter" else 1]
             totals[metric.name] = prom.value(template.format(f"{name}{{{SEL}}}"))
+    # Serve's own request counter too: the HTTP 503 ratio rule divides by its rate, which is 0
+    # (and the ratio NaN) unless Prometheus saw the first batch's count before the second's.
+    totals["serve_http_requests"] = prom.value(
+        template.format(f"ray_serve_num_http_requests_total{{{SEL}}}")
+    )
     return totals
 
 
@@ -185,6 +190,11 @@ def unsettled(prom: Prom, outcomes: Counter) -> list[str]:
         waiting.append(f"HTTP responses {http}")
     waiting += [f"no {n}" for n in sorted(obs.SERVE_METRICS) if not series(prom, n)]
     waiting += [f"not recorded: {n}" for n in sorted(obs.recorded_names()) if not series(prom, n)]
+    waiting += [
+        f"not finite yet: {n}"
+        for n in sorted(obs.recorded_names())
+        if series(prom, n) and not any(math.isfinite(float(x["value"][1])) for x in series(prom, n))
+    ]
     if set(alert_states(prom)) < EXPECTED_ALERTS:
         waiting.append(f"alerts {alert_states(prom)}")
     return waiting
