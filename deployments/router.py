@@ -2,12 +2,14 @@
 
 Ray cannot pass a streaming generator from one deployment into another, so the router drives
 every stream itself (`RayStages`) and forwards sentence by sentence. The API logic lives in
-`services.server` (requests, conversation); this file only maps HTTP and WebSocket onto it.
+`services.server` (requests, conversation, auth); this file only maps HTTP and WebSocket onto
+it. Every endpoint but /healthz, /readyz and the API docs asks `services.server.auth` who calls.
 """
 
 import asyncio
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -22,6 +24,7 @@ from deployments.metrics import ray_telemetry
 from services.core.config import AppConfig, TurnSettings
 from services.core.types import AudioChunk, AvatarLook, ChatMessage, SpeechChunk, Transcript
 from services.persona.personas import Personas
+from services.server.auth import Authenticator, Principal, bootstrap_key, ws_subprotocol
 from services.server.conversation import Conversation
 from services.server.requests import ApiError, parse_turn_request
 from services.server.socket_session import SocketSession
@@ -83,7 +86,17 @@ class Router:
 
     def __init__(self, asr, llm, tts, render, config: AppConfig) -> None:
         self.config = config
+        mode = config.auth_mode()  # ValueError (the deploy fails) for open on the network
         storage = open_storage(config.storage)
+        if mode == "keys":
+            bootstrap_key(config.auth, storage.keys)
+        else:
+            logging.getLogger(__name__).warning(
+                "authentication is OFF (auth.mode %s, http.host %s): no API key is checked",
+                config.auth.mode,
+                config.http.host,
+            )
+        self.auth = Authenticator(mode, storage.keys, cache_s=config.auth.key_cache_s)
         self.stages = RayStages(asr, llm, tts, render)
         self.conversation = Conversation(
             self.stages,
@@ -105,6 +118,9 @@ class Router:
                 count = self.conversation.sessions.count()
                 self.conversation.telemetry.set("avatar_sessions_active", count)
             time.sleep(5)
+
+    def _principal(self, request: Request) -> Principal:
+        return self.auth.http(request.headers)
 
     @app.get("/healthz", summary="Liveness: the router answers")
     async def healthz(self) -> dict[str, str]:
@@ -128,11 +144,12 @@ class Router:
     @app.post("/v1/sessions", summary="Open a conversation session")
     async def create_session(self, request: Request) -> JSONResponse:
         try:
+            principal = self._principal(request)
             body = await request.body()
             data = json.loads(body) if body else {}
             if not isinstance(data, dict) or set(data) - {"persona_id"}:
                 raise ApiError(422, 'body must be {} or {"persona_id": ...}')
-            session = self.conversation.open_session(data.get("persona_id"))
+            session = self.conversation.open_session(data.get("persona_id"), principal)
         except json.JSONDecodeError as exc:
             return _error(ApiError(400, f"malformed JSON: {exc}"))
         except ApiError as exc:
@@ -140,9 +157,11 @@ class Router:
         return JSONResponse(self.conversation.session_event(session), 201)
 
     @app.get("/v1/sessions/{session_id}", summary="A session and its history")
-    async def get_session(self, session_id: str) -> JSONResponse:
+    async def get_session(self, session_id: str, request: Request) -> JSONResponse:
         try:
-            session = self.conversation.session(session_id)
+            principal = self._principal(request)
+            principal.check_history()
+            session = self.conversation.session(session_id, principal)
         except ApiError as exc:
             return _error(exc)
         history = self.conversation.sessions.history(session_id)
@@ -161,6 +180,7 @@ class Router:
     )
     async def turn(self, request: Request):
         try:
+            principal = self._principal(request)
             body = await request.body()
             turn = parse_turn_request(
                 request.headers.get("content-type", ""),
@@ -168,7 +188,7 @@ class Router:
                 dict(request.query_params),
                 self.config.limits.max_audio_bytes,
             )
-            session = self.conversation.resolve(turn)
+            session = self.conversation.resolve(turn, principal)
         except ApiError as exc:
             return _error(exc)
         events = self.conversation.turn_events(session, turn)
@@ -177,7 +197,15 @@ class Router:
 
     @app.websocket("/v1/session")
     async def session_socket(self, ws: WebSocket) -> None:
-        await ws.accept()
+        await ws.accept(subprotocol=ws_subprotocol(ws.headers))
+        socket = SocketSession(self.conversation, self.config.limits.max_audio_bytes, ws)
+        try:  # before `start`: no message is read from a caller the keys do not admit
+            principal, token = self.auth.websocket(ws.headers)
+        except ApiError as exc:
+            await socket.refuse(exc)
+            return
+        socket.principal = principal
+        socket.recheck = lambda: self.auth.recheck(principal, token)
         if self._open_sockets >= self.config.limits.max_sockets_per_replica:
             self.conversation.telemetry.inc("avatar_requests_rejected", reason="sockets_full")
             await ws.send_json({"type": "error", "status": 503, "reason": "too many open "
@@ -185,7 +213,6 @@ class Router:
             await ws.close(code=1013)  # "try again later"
             return
         self._open_sockets += 1
-        socket = SocketSession(self.conversation, self.config.limits.max_audio_bytes, ws)
         try:
             with contextlib.suppress(WebSocketDisconnect):
                 await socket.run()

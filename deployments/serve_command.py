@@ -2,14 +2,27 @@
 
 Registered in `services.commands.main.COMMANDS` by name, so the `avatar` command reaches it
 without `services` importing `deployments`.
+
+Authentication (`auth.mode` in the config): on loopback `auto` runs open - local development
+stays one command - and says so loudly; on any other address it needs API keys, and `open` there
+is refused unless the config sets `auth.allow_open_network`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
-from services.core.config import load_app_config
+from services.core.config import AppConfig, load_app_config
+
+OPEN_WARNING = """\
+************************************************************************************
+  WARNING: authentication is OFF (auth.mode {mode} on {host}): no API keys are checked.
+  Anyone who reaches this port may talk to every persona and read every session.
+  For anything but local development use auth.mode keys and `avatar keys create`.
+************************************************************************************"""
 
 
 def add_serve_command(sub) -> None:
@@ -41,6 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
         update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )
     config = config.model_copy(update={"http": http})
+    announce_auth(config)
     print(f"starting the avatar cluster ({config.name}) on a local Ray instance ...", flush=True)
     url = ray_cluster.start(config, num_cpus=args.num_cpus, metrics_export_port=args.metrics_port)
     print(f"avatar cluster ready: {url}  (API docs: {url}/docs; Ctrl-C stops it)", flush=True)
@@ -54,3 +68,24 @@ def _serve(args: argparse.Namespace) -> int:
         print("stopping ...", flush=True)
         ray_cluster.stop()
     return 0
+
+
+def announce_auth(config: AppConfig) -> str:
+    """The auth mode in force; a loud warning when open, a hint when no key exists yet.
+    ValueError (before anything starts) for open on a non-loopback address."""
+    mode = config.auth_mode()
+    if mode == "open":
+        print(OPEN_WARNING.format(mode=config.auth.mode, host=config.http.host), file=sys.stderr)
+        return mode
+    from services.storage.database import open_storage
+
+    with open_storage(config.storage) as storage:
+        active = storage.keys.list(include_revoked=False)
+    print(f"API keys required ({len(active)} active).", flush=True)
+    if not active and not os.environ.get(config.auth.bootstrap_key_env):
+        print(
+            "no API key exists yet: create one with `avatar keys create --tenant NAME "
+            "--config FILE` (same config, same database)",
+            file=sys.stderr,
+        )
+    return mode

@@ -4,6 +4,7 @@
 events for its stats table, and one JSONL record per turn for the runner's report.
 
 Imports locust, so only the locust process may import it: locust monkey-patches with gevent.
+Against a cluster that requires API keys, both send `$AVATAR_API_KEY` as a bearer token.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import random
 import time
 from typing import Any
@@ -42,6 +44,13 @@ from loadtests.turn_errors import (
     failure,
 )
 from loadtests.turn_trace import END_EVENTS, Trace
+
+
+def auth_headers() -> dict[str, str]:
+    """`Authorization: Bearer $AVATAR_API_KEY`, or nothing (an open local cluster)."""
+    key = os.environ.get("AVATAR_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
 
 CLIPS = load_clips(CLIPS_DIR)
 _personas = itertools.cycle(PERSONAS)
@@ -235,7 +244,9 @@ class ConversationUser(AvatarUser):
         exc: Exception | None = None
         try:
             # A connect waits in Serve's queue while the router is full: bound it too.
-            self.ws = websocket.create_connection(self.url(), timeout=TURN_TIMEOUT_S)
+            self.ws = websocket.create_connection(
+                self.url(), timeout=TURN_TIMEOUT_S, header=auth_headers()
+            )
             start: dict[str, Any] = {"type": "start"}
             if self.persona_id:
                 start["persona_id"] = self.persona_id
@@ -297,6 +308,7 @@ class HttpTurnUser(AvatarUser):
     def on_start(self) -> None:
         super().on_start()
         self.http = requests.Session()
+        self.http.headers.update(auth_headers())
         self.session_id: str | None = None
 
     def on_stop(self) -> None:

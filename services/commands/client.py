@@ -56,8 +56,11 @@ def turn_events(
     session_id: str | None = None,
     persona_id: str | None = None,
     timeout_s: float = 300,
+    api_key: str | None = None,
 ) -> Iterator[Any]:
-    """Stream one turn's events as pipeline objects (raw `session` events are dicts)."""
+    """Stream one turn's events as pipeline objects (raw `session` events are dicts).
+
+    `api_key` is sent as `Authorization: Bearer` (needed unless the cluster runs open)."""
     import httpx
 
     body: dict[str, Any] = {"text": text} if text is not None else {
@@ -69,7 +72,8 @@ def turn_events(
         body["persona_id"] = persona_id
     url = server.rstrip("/") + "/v1/turn"
     transcript = None
-    with httpx.stream("POST", url, json=body, timeout=timeout_s) as response:
+    headers = auth_headers(api_key)
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=timeout_s) as response:
         if response.status_code >= 400:
             response.read()
             try:
@@ -91,6 +95,10 @@ def turn_events(
                 yield event
 
 
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 def talk_over_http(server: str, request) -> dict[str, Any]:
     """`avatar talk --server`: one turn against a running cluster, same output as in process."""
     from services.commands.turn_output import stream_to_mp4, summarize
@@ -102,7 +110,11 @@ def talk_over_http(server: str, request) -> dict[str, Any]:
         load_audio(request.audio_path)  # fail here, with the file's name, on a bad file
         audio_bytes = request.audio_path.read_bytes()
     events = turn_events(
-        server, text=request.text, audio_bytes=audio_bytes, persona_id=request.persona
+        server,
+        text=request.text,
+        audio_bytes=audio_bytes,
+        persona_id=request.persona,
+        api_key=request.api_key,
     )
     session = next(events)  # the `session` event tells the frame rate
     result, extra = stream_to_mp4(events, fps=session["fps"], out=request.out)

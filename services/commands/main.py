@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,6 +35,11 @@ def _add_talk(sub) -> None:
     talk.add_argument("--json", action="store_true", help="print transcript, reply, timings")
     talk.add_argument("--config", type=Path, help="app config YAML (deployments/configs/*.yaml)")
     talk.add_argument("--server", help="URL of a running cluster, e.g. http://127.0.0.1:8000")
+    talk.add_argument(
+        "--api-key",
+        default=os.environ.get("AVATAR_API_KEY"),
+        help="API key for --server (default: $AVATAR_API_KEY)",
+    )
     talk.add_argument("--persona", help="persona id (default: the config's default persona)")
     for stage in ("asr", "llm", "tts", "render"):
         talk.add_argument(f"--{stage}", metavar="BACKEND", help=f"{stage} backend override")
@@ -56,6 +62,7 @@ def _talk(args: argparse.Namespace) -> int:
         persona=args.persona,
         backends={s: getattr(args, s) for s in ("asr", "llm", "tts", "render") if getattr(args, s)},
         config_path=args.config,
+        api_key=args.api_key,
     )
     result = talk_remote(args.server, request) if args.server else talk_in_process(request)
     if args.json:
@@ -89,6 +96,7 @@ COMMANDS: dict[str, str] = {
     "loadtest": "loadtests.cli:add_loadtest_command",
     "plan": "loadtests.plan:add_plan_command",
     "monitor": "services.commands.monitor:add_monitor_command",
+    "keys": "services.commands.keys:add_keys_commands",
 }
 
 

@@ -27,6 +27,7 @@ class TalkRequest:
     persona: str | None = None
     backends: dict[str, str] = field(default_factory=dict)
     config_path: Path | None = None
+    api_key: str | None = field(default=None, repr=False)  # for --server; never printed
 
 
 def build_config(request: TalkRequest) -> AppConfig:

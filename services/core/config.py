@@ -12,6 +12,7 @@ registry, so only the named backend's module is imported) and kept as that typed
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -233,6 +234,61 @@ class ApiLimits(_Strict):
     )
 
 
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches: localhost, 127.0.0.0/8, ::1."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+class AuthSettings(_Strict):
+    """Who may call the API: API keys per tenant (`avatar keys`), or nobody checked (open)."""
+
+    mode: Literal["auto", "open", "keys"] = Field(
+        "auto",
+        description="keys: every request needs an API key; open: no checks (local development "
+        "only); auto: open when `http.host` is loopback, keys otherwise",
+    )
+    allow_open_network: bool = Field(
+        False,
+        description="Let mode open serve a non-loopback address (anyone reaching the port may "
+        "talk to every persona and read every session); refused otherwise",
+    )
+    key_cache_s: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="How long a verified key is trusted before the database is asked again: a "
+        "revoked key stops working (and its open sockets close) within this long",
+    )
+    bootstrap_key_env: str = Field(
+        "AVATAR_BOOTSTRAP_KEY",
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        max_length=128,
+        description="Environment variable that may hold a token (`avatar keys generate`) the "
+        "router stores, hashed, as an admin key at start (the Helm chart fills it from a Secret)",
+    )
+    bootstrap_tenant: str = Field(
+        "admin",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Tenant of the bootstrap key",
+    )
+
+    def resolved_mode(self, host: str) -> Literal["open", "keys"]:
+        """The mode in force when serving on `host`; ValueError for open on the network."""
+        mode = self.mode if self.mode != "auto" else ("open" if is_loopback(host) else "keys")
+        if mode == "open" and not is_loopback(host) and not self.allow_open_network:
+            raise ValueError(
+                f"auth.mode {self.mode} would serve {host} without API keys: bind 127.0.0.1, "
+                "use auth.mode keys (create keys with `avatar keys create`), or set "
+                "auth.allow_open_network: true on a network you trust"
+            )
+        return mode
+
+
 class AppConfig(_Strict):
     """The whole app: what each stage runs, how it is deployed, and what the router serves."""
 
@@ -248,6 +304,11 @@ class AppConfig(_Strict):
     personas: PersonaSettings = Field(
         default_factory=PersonaSettings, description="Personas served"
     )
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="API keys and tenancy")
+
+    def auth_mode(self) -> Literal["open", "keys"]:
+        """`auth.resolved_mode` for this config's bind address `http.host`."""
+        return self.auth.resolved_mode(self.http.host)
 
     def stage(self, name: str) -> StageConfig:
         """The config of one stage by name (asr, llm, tts, render)."""

@@ -19,6 +19,7 @@ from services.core.config import TurnSettings
 from services.core.telemetry import Telemetry
 from services.core.types import ChatMessage, ReplyChunk
 from services.persona.personas import PLAIN_DISCLOSURE
+from services.server.auth import ANONYMOUS, Principal
 from services.server.events import error_json, event_json
 from services.server.requests import ApiError, TurnInput
 from services.storage.sessions import Session, SessionStore, UnknownSessionError
@@ -97,13 +98,19 @@ class Conversation:
             "disclosure": self.disclosure(session),
         }
 
-    def open_session(self, persona_id: str | None = None) -> Session:
+    def open_session(
+        self, persona_id: str | None = None, principal: Principal = ANONYMOUS
+    ) -> Session:
+        """A new session of `principal` (403 if its key may not talk to the persona)."""
+        if persona_id is not None:
+            principal.check_persona(persona_id)  # before resolving: a 404 lists the personas
         persona_id = self._persona(persona_id)
+        principal.check_persona(persona_id)  # the resolved one: the default persona counts
         if self.sessions.count() >= self.max_sessions:
             self.sessions.purge_expired()
             if self.sessions.count() >= self.max_sessions:
                 raise ApiError(503, f"too many open sessions (limit {self.max_sessions})")
-        return self.sessions.create(persona_id)
+        return self.sessions.create(persona_id, **principal.owner())
 
     def _persona(self, persona_id: str | None) -> str | None:
         if self.personas is None:
@@ -115,20 +122,23 @@ class Conversation:
         except KeyError as exc:
             raise ApiError(404, str(exc).strip("'\"")) from None
 
-    def session(self, session_id: str) -> Session:
+    def session(self, session_id: str, principal: Principal = ANONYMOUS) -> Session:
+        """The session; 404 if unknown, expired or another key's."""
         try:
-            return self.sessions.get(session_id)
+            session = self.sessions.get(session_id)
         except UnknownSessionError as exc:
             raise ApiError(404, str(exc)) from None
+        principal.check_owner(session)
+        return session
 
-    def resolve(self, request: TurnInput) -> Session:
+    def resolve(self, request: TurnInput, principal: Principal = ANONYMOUS) -> Session:
         """The session a turn belongs to: the named one (404 if unknown) or a new one."""
         if request.session_id:
-            session = self.session(request.session_id)
+            session = self.session(request.session_id, principal)
             if request.persona_id and request.persona_id != session.persona_id:
                 raise ApiError(409, f"session {session.id} talks to {session.persona_id!r}")
             return session
-        return self.open_session(request.persona_id)
+        return self.open_session(request.persona_id, principal)
 
     def _turns(self, session: Session):
         """The planner of the session's next turn, which also logs it (`finish` after it)."""

@@ -8,13 +8,19 @@ Client -> server (text messages are JSON objects with a "type"):
   the audio (an encoded file, or raw 16-bit mono PCM), then {"type": "audio_end"}: a spoken turn
 Server -> client: the events of `services.server.events`; a protocol error is an `error`
 event and the socket stays open for the next message.
+
+Authentication (`services.server.auth`) happens when the socket connects, before `start`; the
+key is checked again before each text message (a turn, `start`), so a key revoked mid-session
+gets an `error` event (401) and the socket is closed with code 4401 and the reason.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+from services.server.auth import ANONYMOUS, WS_CLOSE_CODES, Principal
 from services.server.conversation import Conversation
 from services.server.requests import ApiError, TurnInput, decode_audio, pcm16_audio
 
@@ -22,14 +28,27 @@ from services.server.requests import ApiError, TurnInput, decode_audio, pcm16_au
 class SocketSession:
     """One WebSocket: `start`, then turns of `text` or `audio_start` + binary + `audio_end`."""
 
-    def __init__(self, conversation: Conversation, max_audio_bytes: int, ws: Any) -> None:
+    def __init__(
+        self,
+        conversation: Conversation,
+        max_audio_bytes: int,
+        ws: Any,
+        principal: Principal = ANONYMOUS,
+        recheck: Callable[[], None] | None = None,
+    ) -> None:
         self.conversation, self.max_audio_bytes, self.ws = conversation, max_audio_bytes, ws
+        self.principal, self.recheck = principal, recheck
         self.session = None
         self.audio: bytearray | None = None
         self.audio_format = ("file", 0)
 
     async def send_error(self, status: int, reason: str) -> None:
         await self.ws.send_json({"type": "error", "status": status, "reason": reason})
+
+    async def refuse(self, exc: ApiError) -> None:
+        """An `error` event, then close with the status's code (4401/4403) and the reason."""
+        await self.send_error(exc.status, exc.reason)
+        await self.ws.close(code=WS_CLOSE_CODES.get(exc.status, 1008), reason=exc.reason[:120])
 
     async def run(self) -> None:
         while True:
@@ -40,6 +59,12 @@ class SocketSession:
                 if message.get("bytes") is not None:
                     self.add_audio(message["bytes"])
                     continue
+                if self.recheck is not None:
+                    try:
+                        self.recheck()
+                    except ApiError as exc:
+                        await self.refuse(exc)
+                        return
                 await self.handle(json.loads(message.get("text") or "null"))
             except json.JSONDecodeError as exc:
                 await self.send_error(400, f"malformed JSON: {exc}")
@@ -61,9 +86,10 @@ class SocketSession:
         if kind == "start":
             resume = msg.get("session_id")
             if resume:
-                self.session = self.conversation.session(resume)
+                self.session = self.conversation.session(resume, self.principal)
             else:
-                self.session = self.conversation.open_session(msg.get("persona_id"))
+                persona_id = msg.get("persona_id")
+                self.session = self.conversation.open_session(persona_id, self.principal)
             await self.ws.send_json(self.conversation.session_event(self.session))
             if not resume:
                 async for event in self.conversation.greeting_events(self.session):
@@ -94,7 +120,7 @@ class SocketSession:
 
     async def turn(self, request: TurnInput) -> None:
         if self.session is None:
-            self.session = self.conversation.open_session(None)
+            self.session = self.conversation.open_session(None, self.principal)
             await self.ws.send_json(self.conversation.session_event(self.session))
         async for event in self.conversation.turn_events(self.session, request):
             await self.ws.send_json(event)

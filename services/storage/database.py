@@ -1,8 +1,8 @@
-"""One database for the app: sessions, their history and the turn audit log.
+"""One database for the app: sessions, their history, the turn audit log and the API keys.
 
 `open_storage(settings)` opens it from `StorageSettings` (a URL: SQLite or PostgreSQL, see
-`services/storage/engine.py`) and hands back both stores over that one `Database`, so sessions
-and the audit log share one connection pool, one schema and one set of migrations.
+`services/storage/engine.py`) and hands back the stores over that one `Database`, so sessions,
+the audit log and the keys share one connection pool, one schema and one set of migrations.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from services.core.config import StorageSettings
 from services.storage.engine import Database, database_url
+from services.storage.keys import KeyStore
 from services.storage.sessions import SessionStore
 from services.storage.transcripts import TranscriptStore
 
@@ -24,6 +25,10 @@ class Storage:
     sessions: SessionStore
     transcripts: TranscriptStore
     db: Database = field(repr=False)
+    keys: KeyStore = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.keys = KeyStore(self.db)
 
     def close(self) -> None:
         self.db.close()

@@ -15,9 +15,9 @@ second replica waits, then sees the version the first one recorded and does noth
 
 Not migrated: the layout before this schema (the hand-written stores' `session_messages` and
 `persona_turns` tables, no `schema_version`). Such a database is still opened - its `sessions`
-table has the same columns and is reused, and those two tables are left alone - but the old
-history and audit rows are not copied into `turns`; a warning says so. Copying them was not
-required when the stores were merged (the old data lives on in the old tables for reading).
+table is reused (given the owner columns of version 2), and those two tables are left alone -
+but the old history and audit rows are not copied into `turns`; a warning says so. Copying them
+was not required when the stores were merged (the old data lives on in the old tables).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, func, insert, inspect, select, text
 
-from services.storage.schema import SCHEMA_VERSION, metadata, schema_version
+from services.storage.schema import SCHEMA_VERSION, api_keys, metadata, schema_version
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,26 @@ def _initial(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
+def _api_keys(conn: Connection) -> None:
+    """Version 2: the `api_keys` table, and which key (and tenant) opened each session."""
+    api_keys.create(conn)
+    _add_session_owner(conn)
+
+
+def _add_session_owner(conn: Connection) -> None:
+    """Add the version-2 owner columns to a `sessions` table that lacks them."""
+    present = {column["name"] for column in inspect(conn).get_columns("sessions")}
+    for column in ("tenant", "owner_key_id"):
+        if column not in present:
+            conn.execute(text(f"ALTER TABLE sessions ADD COLUMN {column} TEXT"))
+
+
 # version -> the step that brings a database at version - 1 up to it. A fresh database skips
 # them (create_all already builds the newest tables), so each step only ever runs on data
-# written by the version before it. Version 2 would be, e.g., `2: _add_turns_language`.
+# written by the version before it.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _initial,
+    2: _api_keys,
 }
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1)), "one step per schema version"
 
@@ -98,6 +113,7 @@ def migrate(conn: Connection, *, where: str = "database") -> int:
                 ", ".join(old),
             )
         metadata.create_all(conn)
+        _add_session_owner(conn)  # an old-layout `sessions` table is reused as it is
         _stamp(conn, SCHEMA_VERSION)
         log.info("%s: created schema version %d", where, SCHEMA_VERSION)
         return SCHEMA_VERSION

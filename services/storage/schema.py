@@ -1,9 +1,12 @@
 """The one schema of the app's database, as SQLAlchemy Core tables (SQLite and PostgreSQL).
 
-- `sessions`: one row per conversation; `updated_at` drives the idle TTL.
+- `sessions`: one row per conversation; `updated_at` drives the idle TTL; `tenant` and
+  `owner_key_id` name the API key that opened it (NULL: opened while the API ran open).
 - `turns`: the audit log, one row per turn of any session (persona or plain chat). It is also
   the session history: the LLM's previous messages are the `user_text` + `reply` of a session's
   finished "ok" turns, so a conversation is stored once.
+- `api_keys`: the API keys of `services/storage/keys.py`: a public `key_id`, the tenant, the
+  SHA-256 of the secret (never the secret), the scopes, and when it was created / revoked.
 - `schema_version`: one row per applied migration; the highest is the schema in force.
 
 Bump `SCHEMA_VERSION` together with the tables here and add the step that brings a database of the
@@ -15,6 +18,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -26,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -44,6 +48,9 @@ sessions = Table(
     # Epoch seconds (time.time()), like the TTL arithmetic that reads them.
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # Version 2: the API key that opened the session; another key gets 404 (NULL: open mode).
+    Column("tenant", Text, nullable=True),
+    Column("owner_key_id", Text, nullable=True),
     Index("sessions_updated_at", "updated_at"),  # count() and purge_expired() scan by it
 )
 
@@ -69,6 +76,20 @@ turns = Table(
     Index("turns_session", "session_id", "seq"),
     Index("turns_persona", "persona_id", "seq"),
     sqlite_autoincrement=True,
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", Text, primary_key=True, comment="public part of the token"),
+    Column("tenant", Text, nullable=False),
+    Column("secret_sha256", Text, nullable=False, comment="hex SHA-256 of the secret"),
+    Column("personas", _Json, nullable=False, comment='persona ids, or ["*"]: all + plain chat'),
+    Column("may_read_history", Boolean, nullable=False),
+    Column("admin", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Index("api_keys_tenant", "tenant"),
 )
 
 schema_version = Table(

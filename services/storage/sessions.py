@@ -36,10 +36,14 @@ class UnknownSessionError(KeyError):
 
 @dataclass(frozen=True)
 class Session:
+    """One conversation. `tenant`/`owner_key_id`: the API key that opened it (None: open mode)."""
+
     id: str
     persona_id: str | None
     created_at: float
     updated_at: float
+    tenant: str | None = None
+    owner_key_id: str | None = None
 
 
 def _exchanges(messages: Sequence[ChatMessage]) -> list[tuple[str, str | None]]:
@@ -86,13 +90,25 @@ class SessionStore:
             raise ValueError("transcripts must be a TranscriptStore over the same Database")
         self.transcripts = transcripts or TranscriptStore(self.db)
 
-    def create(self, persona_id: str | None = None) -> Session:
+    def create(
+        self,
+        persona_id: str | None = None,
+        *,
+        tenant: str | None = None,
+        owner_key_id: str | None = None,
+    ) -> Session:
+        """A new session, owned by the API key `owner_key_id` of `tenant` (None: nobody)."""
         now = time.time()
-        session = Session(uuid.uuid4().hex, persona_id, now, now)
+        session = Session(uuid.uuid4().hex, persona_id, now, now, tenant, owner_key_id)
         with self.db.write() as conn:
             conn.execute(
                 insert(sessions).values(
-                    id=session.id, persona_id=persona_id, created_at=now, updated_at=now
+                    id=session.id,
+                    persona_id=persona_id,
+                    created_at=now,
+                    updated_at=now,
+                    tenant=tenant,
+                    owner_key_id=owner_key_id,
                 )
             )
         return session
@@ -101,7 +117,9 @@ class SessionStore:
         row = conn.execute(select(sessions).where(sessions.c.id == session_id)).first()
         if row is None or time.time() - row.updated_at > self.ttl_s:
             raise UnknownSessionError(session_id)
-        return Session(row.id, row.persona_id, row.created_at, row.updated_at)
+        return Session(
+            row.id, row.persona_id, row.created_at, row.updated_at, row.tenant, row.owner_key_id
+        )
 
     def get(self, session_id: str) -> Session:
         """The session; UnknownSessionError if it never existed or has been idle past the TTL."""

@@ -1,6 +1,7 @@
 """The storage layer against a real PostgreSQL server that this test starts and stops.
 
-The audit log (`TranscriptStore`), sessions with their history read from it, replicas migrating
+The audit log (`TranscriptStore`), sessions with their history read from it, API keys (hashed,
+revocable) and the version-1 -> 2 migration that added them and session owners, replicas migrating
 the schema at once (advisory lock), and reconnecting after the server drops connections or
 restarts (the pool's pre-ping). SQLite runs the same code in tests/unit/test_persona_store.py
 and tests/unit/test_storage.py.
@@ -208,6 +209,30 @@ def test_sessions_and_their_history_on_postgres(dsn: str) -> None:
             conn.execute("UPDATE sessions SET updated_at = updated_at - 120")
         assert sessions.count() == 0 and sessions.purge_expired() == 1
         assert len(log.turns(session_id=session.id)) == 3  # the audit log outlives the session
+
+
+def test_api_keys_and_session_owners_on_postgres(dsn: str) -> None:
+    """Keys hashed at rest and revocable; a version-1 database migrates to owners and keys."""
+    from services.storage.keys import RevokedKeyError
+
+    with open_storage(StorageSettings(url=dsn)) as storage:
+        key, token = storage.keys.create("acme", ["maya-castellan"], may_read_history=True)
+        assert storage.keys.authenticate(token) == key
+        session = storage.sessions.create(None, tenant="acme", owner_key_id=key.key_id)
+        assert storage.sessions.get(session.id).owner_key_id == key.key_id
+        storage.keys.revoke(key.key_id)
+        with pytest.raises(RevokedKeyError):
+            storage.keys.authenticate(token)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        dump = repr(conn.execute("SELECT * FROM api_keys").fetchall())
+        assert token.split("_", 2)[2] not in dump and key.key_id in dump
+        conn.execute("DROP TABLE api_keys")  # back to version 1
+        conn.execute("ALTER TABLE sessions DROP COLUMN tenant, DROP COLUMN owner_key_id")
+        conn.execute("DELETE FROM schema_version WHERE version = 2")
+    with open_storage(StorageSettings(url=dsn)) as storage:
+        assert storage.db.schema_version == SCHEMA_VERSION == 2
+        assert storage.sessions.get(session.id).owner_key_id is None
+        assert storage.keys.create("acme")[0].tenant == "acme"
 
 
 def test_user_text_survives_a_replica_dying_mid_turn(dsn: str) -> None:

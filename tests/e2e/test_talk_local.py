@@ -27,7 +27,12 @@ def words(text: str) -> list[str]:
 def pipeline():
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     config = AppConfig(
-        stages={"render": {"backend": "head3d", "options": {"width": 256, "height": 256}}}
+        stages={
+            "render": {"backend": "head3d", "options": {"width": 256, "height": 256}},
+            # No generator noise: the spoken question is the same audio every run, so the
+            # exact transcript it asserts is reproducible.
+            "tts": {"backend": "piper", "options": {"noise_scale": 0.0, "noise_w": 0.0}},
+        }
     )
     pipe = Pipeline.from_config(config)
     pipe.load()

@@ -93,8 +93,14 @@ def test_args_and_serve_options_validate_as_app_config(helm, profile):
     [("gpu", "gpu.yaml"), ("default", "gpu.yaml"), ("cpu", "local.yaml")],
 )
 def test_rendered_app_config_equals_the_config_file(helm, profile, config_file):
-    """The chart adds nothing and drops nothing: `personas`, `storage`, every option."""
+    """The chart adds nothing and drops nothing: `personas`, `storage`, every option. (The CPU
+    values replace local.yaml's `auth` section: its `auto` would run open on loopback, and the
+    chart requires keys.)"""
     expected = yaml.safe_load((CONFIGS / config_file).read_text())
+    if profile == "cpu":
+        assert expected["auth"] == {"mode": "auto"}
+        expected["auth"] = load_values(CPU_VALUES)["app"]["config"]["auth"]
+        assert expected["auth"] == {"mode": "keys"}
     assert rebuilt_app_config(_app(profile)) == expected
 
 

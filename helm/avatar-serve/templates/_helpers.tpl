@@ -109,3 +109,9 @@ profile's `device: cuda` under a stage switched to another backend.
 {{- $config := include "avatar-serve.appConfig" . | fromJson }}
 {{- dig "storage" "url_env" "AVATAR_DATABASE_URL" $config }}
 {{- end }}
+
+{{/* Env var that carries the bootstrap API key: the app config's auth.bootstrap_key_env. */}}
+{{- define "avatar-serve.bootstrapKeyEnv" -}}
+{{- $config := include "avatar-serve.appConfig" . | fromJson }}
+{{- dig "auth" "bootstrap_key_env" "AVATAR_BOOTSTRAP_KEY" $config }}
+{{- end }}

@@ -75,6 +75,12 @@ spec:
           valueFrom:
             secretKeyRef: {name: {{ $v.database.urlSecret.name }}, key: {{ $v.database.urlSecret.key }}}
         {{- end }}
+        {{- if $v.auth.bootstrapKeySecret.name }}
+        # a bootstrap admin API key: the router stores its hash at start, never the token
+        - name: {{ include "avatar-serve.bootstrapKeyEnv" $root }}
+          valueFrom:
+            secretKeyRef: {name: {{ $v.auth.bootstrapKeySecret.name }}, key: {{ $v.auth.bootstrapKeySecret.key }}}
+        {{- end }}
         {{- range $name, $ref := $v.secrets.env }}
         - name: {{ $name }}
           valueFrom:

@@ -38,6 +38,10 @@ names the values key, the way `helm lint` / `helm template` print it.
 {{- end }}
 {{- end }}
 {{- $config := include "avatar-serve.appConfig" . | fromJson }}
+{{- $auth := dig "auth" "mode" "auto" $config }}
+{{- if ne $auth "keys" }}
+{{- fail (printf "app.config.auth.mode: the chart serves on 0.0.0.0, so it requires API keys (mode keys), not %q: set app.config.auth: {mode: keys} and create keys with `avatar keys create` (or auth.bootstrapKeySecret)" $auth) }}
+{{- end }}
 {{- if not (or .Values.database.urlSecret.name (dig "storage" "url" "" $config) .Values.database.allowPodLocalSqlite) }}
 {{- fail "database.urlSecret: sessions and the audit log need a database that outlives the router pods: name a Secret holding the PostgreSQL URL (or set app.config.storage.url; or database.allowPodLocalSqlite=true for a throwaway demo)" }}
 {{- end }}
