@@ -61,7 +61,11 @@ class StageConfig(_Strict):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, name: str) -> str:
-        backend_class_or_error(cls.stage, name, import_module=False)
+        if name not in BACKENDS[cls.stage]:
+            raise ValueError(
+                f"unknown {cls.stage} backend {name!r}; "
+                f"valid: {', '.join(sorted(BACKENDS[cls.stage]))}"
+            )
         return name
 
     @field_validator("options", mode="before")
@@ -70,19 +74,10 @@ class StageConfig(_Strict):
         if isinstance(value, BackendOptions) or "backend" not in info.data:
             return value  # already typed, or the backend itself was rejected
         try:
-            options_model = backend_class_or_error(cls.stage, info.data["backend"]).Options
+            options_model = backend_class(cls.stage, info.data["backend"]).Options
         except ImportError as exc:  # a backend module must import without its SDK: say which
             raise ValueError(str(exc)) from None
         return options_model.model_validate(value or {})
-
-
-def backend_class_or_error(stage: str, name: str, *, import_module: bool = True):
-    """The registered backend class (or, without importing it, just the check that it exists)."""
-    if name not in BACKENDS[stage]:
-        raise ValueError(
-            f"unknown {stage} backend {name!r}; valid: {', '.join(sorted(BACKENDS[stage]))}"
-        )
-    return backend_class(stage, name) if import_module else None
 
 
 def _stage_model(stage: str) -> type[StageConfig]:

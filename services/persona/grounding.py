@@ -31,30 +31,21 @@ from typing import Any
 import numpy as np
 
 from services.core.types import Source
+from services.persona import lexical
+from services.persona.corpus import split_sentences
 from services.persona.embedder import Embedder
 from services.persona.schema import GroundingSettings, PersonaConfig
 
 OUTCOMES = ("kept", "replaced", "dropped", "filtered")
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _DIGITS = re.compile(r"\d[\d,]*(?:\.\d+)?")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’\-]*")
-_SMALL = ("two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-          "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-          "nineteen")  # fmt: skip
-_TENS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
-NUMBER_WORDS = {w: str(i + 2) for i, w in enumerate(_SMALL)} | {
-    w: str(20 + 10 * i) for i, w in enumerate(_TENS)
-}
-# Capitalised words that are not claims about the world ("one" is left out of the numbers: it
-# is a pronoun as often as a count).
+# The retrieval side's number words, less "zero" and "one": "one" is a pronoun as often as a
+# count, and neither is a claim worth checking.
+NUMBER_WORDS = {w: n for w, n in lexical.NUMBER_WORDS.items() if w not in ("zero", "one")}
+# Capitalised words that are not claims about the world.
 ALWAYS_ALLOWED = frozenset({"i", "ai", "ok", "okay"})
 _I_CONTRACTION = re.compile(r"^i'(m|ve|d|ll)$")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a statement, stripped, empty ones left out."""
-    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
 
 
 def numbers_in(text: str) -> set[str]:

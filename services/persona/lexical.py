@@ -51,8 +51,8 @@ STOP_WORDS = frozenset(_STOP_TEXT.split())
 _UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
 _TEENS = "fifteen sixteen seventeen eighteen nineteen twenty"
 _TENS = "thirty forty fifty sixty seventy eighty ninety"
-_NUMBER_WORDS = {word: str(value) for value, word in enumerate(f"{_UNITS} {_TEENS}".split())}
-_NUMBER_WORDS.update(
+NUMBER_WORDS = {word: str(value) for value, word in enumerate(f"{_UNITS} {_TEENS}".split())}
+NUMBER_WORDS.update(
     {word: str(value) for word, value in zip(_TENS.split(), range(30, 100, 10), strict=True)}
 )
 
@@ -60,7 +60,7 @@ HEADING_WEIGHT = 0.5
 
 # What kind of answer a question asks for, and how a statement that gives one looks.
 _MONTHS = "january february march april may june july august september october november december"
-_NUMBER = r"(?:\d+(?:[.,]\d+)?|" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r")"
+_NUMBER = r"(?:\d+(?:[.,]\d+)?|" + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True)) + r")"
 ANSWER_TYPES = {
     "time": (
         re.compile(r"^\s*(?:when\b|what year\b|since when\b|which year\b)", re.IGNORECASE),
@@ -100,7 +100,7 @@ def words(text: str) -> list[str]:
 def normal(word: str) -> str:
     """Lowercase form used for matching: number words become digits, "2,100" becomes "2100"."""
     lowered = word.lower().replace("’", "'")
-    return _NUMBER_WORDS.get(lowered, lowered.replace(",", ""))
+    return NUMBER_WORDS.get(lowered, lowered.replace(",", ""))
 
 
 def terms(text: str) -> list[str]:
