@@ -3,7 +3,8 @@
 Ray cannot pass a streaming generator from one deployment into another, so the router drives
 every stream itself (`RayStages`) and forwards sentence by sentence. The API logic lives in
 `services.server` (requests, conversation, auth); this file only maps HTTP and WebSocket onto
-it. Every endpoint but /healthz, /readyz and the API docs asks `services.server.auth` who calls.
+it. Every endpoint but /healthz, /readyz and the API docs asks `services.server.auth` who calls;
+turns pass `limits` (per key, 429) and `admission` (capacity, 503) before they start.
 """
 
 import asyncio
@@ -12,21 +13,32 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, Request, Security, WebSocket, WebSocketDisconnect
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPBearer
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
 from deployments.metrics import ray_telemetry
-from services.core.config import AppConfig, TurnSettings
-from services.core.types import AudioChunk, AvatarLook, ChatMessage, SpeechChunk, Transcript
+from deployments.ray_stages import RayStages
+from deployments.web import add_client
+from services.core.config import AppConfig
 from services.persona.personas import Personas
+from services.persona.upkeep import AuditUpkeep
+from services.server.admission import Admission, capacity
 from services.server.auth import Authenticator, Principal, bootstrap_key, ws_subprotocol
 from services.server.conversation import Conversation
-from services.server.requests import ApiError, parse_turn_request
+from services.server.limits import KeyLimiter, error_headers
+from services.server.origins import OriginPolicy
+from services.server.requests import (
+    MAX_TEXT_CHARS,
+    ApiError,
+    check_id,
+    parse_turn_request,
+)
 from services.server.socket_session import SocketSession
 from services.storage.database import open_storage
 
@@ -34,44 +46,100 @@ app = FastAPI(
     title="avatar-serve",
     description="Streaming API of the avatar cluster: speech or text in, the avatar's "
     "transcript, reply, audio and lip-synced frames out. See services/server/events.py for events.",
-    version="0.1.0",
+    version="v1",  # the API's version (as in its paths), not the software's: no fingerprint
 )
 
 
-class RayStages:
-    """The `Stages` protocol over Serve handles."""
+class _ConfiguredCors(CORSMiddleware):
+    """CORS for `http.cors_origins`: Serve copies `app` at import, before any config is known,
+    so the replica's `Router` sets `policy` here."""
 
-    def __init__(self, asr, llm, tts, render) -> None:
-        self.asr: DeploymentHandle = asr
-        self.llm: DeploymentHandle = llm
-        self.tts: DeploymentHandle = tts
-        self.renderer: DeploymentHandle = render
+    policy = OriginPolicy()
 
-    async def transcribe(self, audio: AudioChunk) -> Transcript:
-        return await self.asr.transcribe.remote(audio)
+    def is_allowed_origin(self, origin: str) -> bool:
+        return self.policy.listed(origin)
 
-    async def sentences(self, messages: Sequence[ChatMessage], turn: TurnSettings):
-        stream = self.llm.options(stream=True).sentences.remote(tuple(messages), turn)
-        try:
-            async for chunk in stream:
-                yield chunk
-        finally:
-            stream.cancel()  # the turn ended early: stop generating
 
-    async def synthesize(self, text: str, voice: str | None, speed: float) -> SpeechChunk:
-        return await self.tts.synthesize.remote(text, voice, speed)
-
-    async def render(self, speech: SpeechChunk, look: AvatarLook | None):
-        stream = self.renderer.options(stream=True).render.remote(speech, look)
-        try:
-            async for frame in stream:
-                yield frame
-        finally:
-            stream.cancel()
+app.add_middleware(_ConfiguredCors, allow_methods=["GET", "POST"], max_age=600,
+                   allow_headers=["authorization", "content-type"],
+                   expose_headers=["retry-after"])  # fmt: skip
+add_client(app)  # GET / (the browser client), /web/*, /v1/personas
 
 
 def _error(exc: ApiError) -> JSONResponse:
-    return JSONResponse({"error": exc.reason}, status_code=exc.status)
+    return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=error_headers(exc))
+
+
+# The OpenAPI of routes that read the raw request (FastAPI cannot infer it); schemathesis
+# fuzzes the app against it (tests/serve/test_fuzz_api.py). The scheme only documents the key:
+# `services.server.auth` checks it (auto_error=False: this never answers by itself).
+_KEYED = [Security(HTTPBearer(auto_error=False, description="Authorization: Bearer avk_..."))]
+_ERROR_TEXT = {
+    400: "Malformed JSON or empty audio",
+    401: "No API key, or a malformed, unknown or revoked one",
+    403: "The key lacks the scope (persona, history)",
+    404: "Unknown persona or session (or another key's session)",
+    409: "The session talks to another persona",
+    410: "The persona's consent was revoked: it is no longer served",
+    413: "Audio or text over the limit",
+    415: "Unsupported content type, or audio that cannot be decoded",
+    422: "A body that is not the documented shape",
+    429: "A per-key limit was reached (see Retry-After)",
+    503: "Overloaded or too many sessions; retry later",
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    body = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+    return {status: _json(body, _ERROR_TEXT[status]) for status in statuses}
+
+
+_NULLABLE_STR = {"type": ["string", "null"]}
+# Ids are at most 255 UTF-8 bytes (`check_id`): 63 characters always fit.
+_ID = {"type": ["string", "null"], "maxLength": 63}
+_SESSION = {
+    "type": "object",
+    "required": ["type", "session_id", "persona_id"],
+    "properties": {"type": {"const": "session"}, "session_id": {"type": "string"},
+                   "persona_id": _NULLABLE_STR, "fps": {"type": "number"}},
+}  # fmt: skip
+_SESSION_BODY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"persona_id": _ID},
+}
+_HISTORY = {
+    "type": "object",
+    "required": ["session_id", "persona_id", "history"],
+    "properties": {"session_id": {"type": "string"}, "persona_id": _NULLABLE_STR,
+                   "history": {"type": "array", "items": {"type": "object",
+                               "required": ["role", "content"]}}},
+}  # fmt: skip
+_EXPORT = {"type": "object", "required": ["session_id", "exported_at", "session", "turns"],
+           "properties": {"turns": {"type": "array", "items": {"type": "object"}}}}  # fmt: skip
+_READY = {"type": "object", "required": ["ready", "stages"],
+          "properties": {"ready": {"type": "boolean"}, "stages": {"type": "object"}}}  # fmt: skip
+_B64 = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)$"
+_TURN_BODY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "text": {"type": "string", "pattern": "\\S", "maxLength": MAX_TEXT_CHARS},
+        "audio_b64": {"type": "string", "pattern": _B64, "description": "An audio file"},
+        "session_id": _ID,
+        "persona_id": _ID,
+    },
+    "oneOf": [{"required": ["text"]}, {"required": ["audio_b64"]}],
+}
+_TURN_QUERY = [
+    {"name": name, "in": "query", "required": False, "schema": {"type": "string", "maxLength": 63},
+     "description": f"The {name} of an audio-body turn"}
+    for name in ("session_id", "persona_id")
+]  # fmt: skip
 
 
 async def _ndjson(first: dict[str, Any], events: AsyncIterator[dict[str, Any]]):
@@ -98,16 +166,24 @@ class Router:
             )
         self.auth = Authenticator(mode, storage.keys, cache_s=config.auth.key_cache_s)
         self.stages = RayStages(asr, llm, tts, render)
+        self.origins = _ConfiguredCors.policy = OriginPolicy(config.http.cors_origins)
+        telemetry = ray_telemetry()
+        self.capacity = capacity(config)
+        logging.getLogger(__name__).info("admission: %s turns at once", self.capacity)
         self.conversation = Conversation(
             self.stages,
             config.turn,
             storage.sessions,
             fps=config.stages.render.options.fps,
             max_sessions=config.limits.max_sessions,
-            telemetry=ray_telemetry(),
+            telemetry=telemetry,
             personas=Personas(config.personas, storage.transcripts),
+            limiter=KeyLimiter(config.limits, storage.sessions, telemetry),
+            admission=Admission(self.capacity.turns, telemetry=telemetry),
         )
         self._open_sockets = 0
+        # Closes turns a dead replica left "started" (now, and every 5 s) and purges by retention.
+        self.upkeep = AuditUpkeep(storage, config.storage, self.conversation.personas).started()
         # A Ray gauge vanishes ~30 s after its last set(): refresh it while the replica lives.
         threading.Thread(target=self._report_sessions, daemon=True).start()
 
@@ -117,6 +193,7 @@ class Router:
             with contextlib.suppress(Exception):
                 count = self.conversation.sessions.count()
                 self.conversation.telemetry.set("avatar_sessions_active", count)
+            self.upkeep.tick()  # logs its own errors
             time.sleep(5)
 
     def _principal(self, request: Request) -> Principal:
@@ -126,8 +203,14 @@ class Router:
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: every stage answers its health call")
-    async def readyz(self) -> JSONResponse:
+    @app.get(
+        "/readyz",
+        summary="Readiness: every stage answers its health call",
+        responses={200: _json(_READY, "Every stage is ready"),
+                   503: _json(_READY, "A stage is not ready")},
+    )  # fmt: skip
+    async def readyz(self, request: Request) -> JSONResponse:
+        """Ready or not per stage; what stages report (backends, errors) only to admin keys."""
         names = ("asr", "llm", "tts", "render")
         handles = (self.stages.asr, self.stages.llm, self.stages.tts, self.stages.renderer)
         results = await asyncio.gather(
@@ -139,9 +222,25 @@ class Router:
             for name, r in zip(names, results, strict=True)
         }
         ready = all(s.get("ok") for s in stages.values())
+        try:
+            principal = self.auth.http(request.headers)
+            detail = principal.admin and not principal.anonymous
+        except ApiError:
+            detail = False  # a probe with a bad key still learns whether the app is ready
+        if not detail:
+            stages = {name: {"ok": bool(s.get("ok"))} for name, s in stages.items()}
         return JSONResponse({"ready": ready, "stages": stages}, status_code=200 if ready else 503)
 
-    @app.post("/v1/sessions", summary="Open a conversation session")
+    @app.post(
+        "/v1/sessions",
+        summary="Open a conversation session",
+        status_code=201,
+        dependencies=_KEYED,
+        responses={201: _json(_SESSION, "The new session"),
+                   **_errors(400, 401, 403, 404, 410, 422, 429, 503)},
+        openapi_extra={"requestBody": {"required": False, "content": {
+            "application/json": {"schema": _SESSION_BODY}}}},
+    )  # fmt: skip
     async def create_session(self, request: Request) -> JSONResponse:
         try:
             principal = self._principal(request)
@@ -149,14 +248,20 @@ class Router:
             data = json.loads(body) if body else {}
             if not isinstance(data, dict) or set(data) - {"persona_id"}:
                 raise ApiError(422, 'body must be {} or {"persona_id": ...}')
-            session = self.conversation.open_session(data.get("persona_id"), principal)
-        except json.JSONDecodeError as exc:
+            persona_id = check_id(data.get("persona_id"), "persona_id")
+            session = self.conversation.open_session(persona_id, principal)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             return _error(ApiError(400, f"malformed JSON: {exc}"))
         except ApiError as exc:
             return _error(exc)
         return JSONResponse(self.conversation.session_event(session), 201)
 
-    @app.get("/v1/sessions/{session_id}", summary="A session and its history")
+    @app.get(
+        "/v1/sessions/{session_id}",
+        summary="A session and its history",
+        dependencies=_KEYED,
+        responses={200: _json(_HISTORY, "The session and its turns"), **_errors(401, 403, 404)},
+    )
     async def get_session(self, session_id: str, request: Request) -> JSONResponse:
         try:
             principal = self._principal(request)
@@ -173,11 +278,36 @@ class Router:
             }
         )
 
+    @app.get(
+        "/v1/sessions/{session_id}/export",
+        summary="A session and all its turns, for a data-subject request (admin keys)",
+        dependencies=_KEYED,
+        responses={200: _json(_EXPORT, "Session and turns"), **_errors(401, 403, 404)},
+    )
+    async def export_session(self, session_id: str, request: Request) -> JSONResponse:
+        try:
+            return JSONResponse(self.conversation.export(session_id, self._principal(request)))
+        except ApiError as exc:
+            return _error(exc)
+
     @app.post(
         "/v1/turn",
         summary="One turn: JSON {text | audio_b64, session_id?, persona_id?} or an audio body; "
         "streams NDJSON events",
-    )
+        dependencies=_KEYED,
+        response_class=StreamingResponse,
+        responses={
+            200: {"description": "The turn's events, one JSON object a line (see events.py)",
+                  "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+            **_errors(400, 401, 403, 404, 409, 410, 413, 415, 422, 429, 503),
+        },
+        openapi_extra={
+            "parameters": _TURN_QUERY,
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _TURN_BODY},
+                "audio/wav": {"schema": {"type": "string", "format": "binary"}}}},
+        },
+    )  # fmt: skip
     async def turn(self, request: Request):
         try:
             principal = self._principal(request)
@@ -188,18 +318,27 @@ class Router:
                 dict(request.query_params),
                 self.config.limits.max_audio_bytes,
             )
-            session = self.conversation.resolve(turn, principal)
+            # 429 / 503 now, before a session is made or anything streams.
+            ticket = self.conversation.admit(turn, principal.key_id, principal.tenant)
+            try:
+                session = self.conversation.resolve(turn, principal)
+            except ApiError:
+                ticket.release()
+                raise
         except ApiError as exc:
             return _error(exc)
-        events = self.conversation.turn_events(session, turn)
+        events = self.conversation.turn_events(session, turn, ticket=ticket)
         first = self.conversation.session_event(session)
         return StreamingResponse(_ndjson(first, events), media_type="application/x-ndjson")
 
     @app.websocket("/v1/session")
     async def session_socket(self, ws: WebSocket) -> None:
         await ws.accept(subprotocol=ws_subprotocol(ws.headers))
-        socket = SocketSession(self.conversation, self.config.limits.max_audio_bytes, ws)
+        socket = SocketSession(
+            self.conversation, self.config.limits.max_audio_bytes, ws, live=self.config.live
+        )
         try:  # before `start`: no message is read from a caller the keys do not admit
+            self.origins.check(ws.headers)  # CORS does not cover WebSockets
             principal, token = self.auth.websocket(ws.headers)
         except ApiError as exc:
             await socket.refuse(exc)

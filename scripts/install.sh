@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
-EXTRAS=${AVATAR_EXTRAS:-local,persona,postgres,gpu,serve,loadtest,dev}
+EXTRAS=${AVATAR_EXTRAS:-local,persona,postgres,gpu,riva,cluster,serve,loadtest,dev}
 VENV=${AVATAR_VENV:-.venv}
 
 # Headless rendering needs EGL + Mesa (llvmpipe on CPU); ffmpeg comes inside PyAV's wheel.

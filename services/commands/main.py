@@ -97,6 +97,7 @@ COMMANDS: dict[str, str] = {
     "plan": "loadtests.plan:add_plan_command",
     "monitor": "services.commands.monitor:add_monitor_command",
     "keys": "services.commands.keys:add_keys_commands",
+    "cluster": "services.commands.cluster:add_cluster_commands",
 }
 
 

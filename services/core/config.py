@@ -12,15 +12,11 @@ registry, so only the named backend's module is imported) and kept as that typed
 
 from __future__ import annotations
 
-import ipaddress
-import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SerializeAsAny,
     ValidationError,
@@ -31,15 +27,40 @@ from pydantic import (
 from services.core.backend import BackendOptions
 from services.core.registry import BACKENDS, STAGES, backend_class
 from services.core.serve_options import DeploymentOptions
-
-DEFAULT_BACKENDS = {"asr": "whisper", "llm": "llama_cpp", "tts": "piper", "render": "head3d"}
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a friendly AI avatar. Answer in one to three short, plain sentences."
+from services.core.settings import (
+    DEFAULT_SYSTEM_PROMPT,
+    ApiLimits,
+    AuthSettings,
+    HttpOptions,
+    KeyLimits,
+    LiveSettings,
+    PersonaSettings,
+    StorageSettings,
+    TurnSettings,
+    _Strict,
+    is_loopback,
 )
 
+__all__ = [  # the settings sections are part of this module's interface
+    "DEFAULT_SYSTEM_PROMPT",
+    "ApiLimits",
+    "AppConfig",
+    "AuthSettings",
+    "HttpOptions",
+    "KeyLimits",
+    "LiveSettings",
+    "PersonaSettings",
+    "StageConfig",
+    "StorageSettings",
+    "TurnSettings",
+    "is_loopback",
+    "load_app_config",
+    "parse_app_config",
+    "read_yaml",
+    "validation_message",
+]
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+DEFAULT_BACKENDS = {"asr": "whisper", "llm": "llama_cpp", "tts": "piper", "render": "head3d"}
 
 
 class StageConfig(_Strict):
@@ -121,169 +142,6 @@ class RouterConfig(_Strict):
     )
 
 
-class TurnSettings(_Strict):
-    """Bounds on one conversational turn."""
-
-    max_tokens: int = Field(120, ge=8, le=2048, description="Hard cap on generated tokens")
-    max_sentences: int = Field(
-        3, ge=1, le=20, description="Stop generating after this many sentences"
-    )
-    temperature: float = Field(0.0, ge=0.0, le=2.0, description="LLM sampling temperature")
-    first_clause_chars: int | None = Field(
-        60,
-        ge=10,
-        le=400,
-        description="Let the first spoken chunk end at a clause once this long (None = never)",
-    )
-    history_turns: int = Field(
-        4, ge=0, le=50, description="Previous user/assistant turns sent to the LLM"
-    )
-    system_prompt: str = Field(
-        DEFAULT_SYSTEM_PROMPT, min_length=1, max_length=8000, description="LLM system prompt"
-    )
-    max_input_chars: int = Field(2000, ge=1, le=100_000, description="Longest accepted user text")
-    max_audio_s: float = Field(30.0, gt=0, le=600, description="Longest accepted user audio")
-
-
-class PersonaSettings(_Strict):
-    """Which personas the app serves."""
-
-    default: str | None = Field(
-        None,
-        min_length=1,
-        max_length=64,
-        description="Persona of sessions that name none (None = plain chat, no persona)",
-    )
-    packs_dir: str | None = Field(
-        None,
-        max_length=1000,
-        description="Folder of persona packs (None = $AVATAR_PERSONA_DIR or the bundled packs)",
-    )
-    index_dir: str | None = Field(
-        None,
-        max_length=1000,
-        description="Retrieval indexes (None = $AVATAR_PERSONA_INDEX_DIR or a user cache)",
-    )
-    embedder: Literal["minilm", "hashing"] = Field(
-        "minilm", description="Sentence embedder (hashing: model-free, for tests only)"
-    )
-
-    def resolved_packs_dir(self) -> str | None:
-        return self.packs_dir or os.environ.get("AVATAR_PERSONA_DIR")
-
-
-class StorageSettings(_Strict):
-    """One database for sessions, their history and the turn audit log."""
-
-    url: str | None = Field(
-        None,
-        max_length=2000,
-        description="Database URL: postgresql://user@host:5432/db or sqlite:///path "
-        "(None = the URL in the environment variable `url_env`, else SQLite at `sqlite_path`)",
-    )
-    url_env: str = Field(
-        "AVATAR_DATABASE_URL",
-        pattern=r"^[A-Z_][A-Z0-9_]*$",
-        max_length=128,
-        description="Environment variable holding the URL when `url` is unset (the Helm chart "
-        "fills it from a Secret, so a password never sits in the config)",
-    )
-    sqlite_path: str = Field(
-        "~/.cache/avatar-serve/avatar.sqlite3",
-        min_length=1,
-        max_length=1000,
-        description="SQLite file used when no URL is configured (one machine only)",
-    )
-    session_ttl_s: float = Field(
-        3600.0, gt=0, le=30 * 86400, description="Idle sessions expire after this long"
-    )
-
-    def resolved_url(self) -> str:
-        """The URL in force: `url`, else `$url_env`, else the SQLite file."""
-        url = self.url or os.environ.get(self.url_env)
-        if url:
-            return url
-        return f"sqlite:///{Path(self.sqlite_path).expanduser()}"
-
-
-class HttpOptions(_Strict):
-    """Where `avatar serve` listens (on Kubernetes the chart sets the proxies' address)."""
-
-    host: str = Field("127.0.0.1", max_length=255, description="Bind address (loopback default)")
-    port: int = Field(8000, ge=1, le=65535, description="HTTP port")
-
-
-class ApiLimits(_Strict):
-    """Bounds on what a client may send."""
-
-    max_audio_bytes: int = Field(
-        10 * 2**20, ge=1024, le=2**30, description="Largest accepted audio upload"
-    )
-    max_sessions: int = Field(1000, ge=1, le=10**6, description="Open sessions at most")
-    max_sockets_per_replica: int = Field(
-        24,
-        ge=1,
-        le=100000,
-        description="Open WebSockets per router replica; more are told 503 and closed (keep "
-        "below the router's max_ongoing_requests, or Serve's proxy answers 500 instead)",
-    )
-
-
-def is_loopback(host: str) -> bool:
-    """True for an address only this machine reaches: localhost, 127.0.0.0/8, ::1."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
-
-
-class AuthSettings(_Strict):
-    """Who may call the API: API keys per tenant (`avatar keys`), or nobody checked (open)."""
-
-    mode: Literal["auto", "open", "keys"] = Field(
-        "auto",
-        description="keys: every request needs an API key; open: no checks (local development "
-        "only); auto: open when `http.host` is loopback, keys otherwise",
-    )
-    allow_open_network: bool = Field(
-        False,
-        description="Let mode open serve a non-loopback address (anyone reaching the port may "
-        "talk to every persona and read every session); refused otherwise",
-    )
-    key_cache_s: float = Field(
-        5.0,
-        ge=0,
-        le=300,
-        description="How long a verified key is trusted before the database is asked again: a "
-        "revoked key stops working (and its open sockets close) within this long",
-    )
-    bootstrap_key_env: str = Field(
-        "AVATAR_BOOTSTRAP_KEY",
-        pattern=r"^[A-Z_][A-Z0-9_]*$",
-        max_length=128,
-        description="Environment variable that may hold a token (`avatar keys generate`) the "
-        "router stores, hashed, as an admin key at start (the Helm chart fills it from a Secret)",
-    )
-    bootstrap_tenant: str = Field(
-        "admin",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-        description="Tenant of the bootstrap key",
-    )
-
-    def resolved_mode(self, host: str) -> Literal["open", "keys"]:
-        """The mode in force when serving on `host`; ValueError for open on the network."""
-        mode = self.mode if self.mode != "auto" else ("open" if is_loopback(host) else "keys")
-        if mode == "open" and not is_loopback(host) and not self.allow_open_network:
-            raise ValueError(
-                f"auth.mode {self.mode} would serve {host} without API keys: bind 127.0.0.1, "
-                "use auth.mode keys (create keys with `avatar keys create`), or set "
-                "auth.allow_open_network: true on a network you trust"
-            )
-        return mode
-
-
 class AppConfig(_Strict):
     """The whole app: what each stage runs, how it is deployed, and what the router serves."""
 
@@ -291,6 +149,9 @@ class AppConfig(_Strict):
     stages: StagesConfig = Field(default_factory=StagesConfig, description="The four stages")
     router: RouterConfig = Field(default_factory=RouterConfig, description="The ingress")
     turn: TurnSettings = Field(default_factory=TurnSettings, description="Turn bounds")
+    live: LiveSettings = Field(
+        default_factory=LiveSettings, description="Live listening (VAD, endpointing, barge-in)"
+    )
     http: HttpOptions = Field(default_factory=HttpOptions, description="HTTP listener")
     storage: StorageSettings = Field(
         default_factory=StorageSettings, description="Sessions, history and the audit log"

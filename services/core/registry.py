@@ -14,15 +14,18 @@ from services.core.backend import Backend, BackendOptions
 BACKENDS: dict[str, dict[str, str]] = {
     "asr": {
         "whisper": "services.stages.asr.whisper:WhisperASR",
+        "riva": "services.stages.asr.riva:RivaASR",
         "fake": "services.stages.asr.fake:FakeASR",
     },
     "llm": {
         "llama_cpp": "services.stages.llm.llama_cpp:LlamaCppLLM",
         "transformers": "services.stages.llm.transformers_backend:TransformersLLM",
+        "trtllm": "services.stages.llm.trtllm:TensorRTLLM",
         "fake": "services.stages.llm.fake:FakeLLM",
     },
     "tts": {
         "piper": "services.stages.tts.piper:PiperTTS",
+        "riva": "services.stages.tts.riva:RivaTTS",
         "espeak": "services.stages.tts.espeak:EspeakTTS",
         "fake": "services.stages.tts.fake:FakeTTS",
     },

@@ -80,7 +80,17 @@ class DeploymentOptions(_Strict):
     )
     health_check_period_s: float = Field(10.0, gt=0, le=600, description="Health check period")
     graceful_shutdown_timeout_s: float = Field(
-        20.0, ge=0, le=3600, description="Time a stopping replica gets to finish requests"
+        20.0,
+        ge=0,
+        le=3600,
+        description="Time a stopping replica (downscale, upgrade) gets to finish its in-flight "
+        "requests (turns, open WebSockets) after it stops taking new ones; then it is killed",
+    )
+    graceful_shutdown_wait_loop_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="How often a stopping replica checks whether its requests have finished",
     )
 
     @model_validator(mode="after")

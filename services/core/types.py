@@ -43,6 +43,9 @@ class Transcript:
     words: tuple[WordTiming, ...] = ()
     language: str = "en"
     audio_duration_s: float = 0.0
+    # False for an interim hypothesis of audio still arriving (live listening); the words of
+    # an interim transcript may still change, those of a final one do not.
+    final: bool = True
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ from typing import Any
 from services.core.config import PersonaSettings
 from services.core.types import ChatMessage
 from services.persona import grounding
+from services.persona.revocation import RevocationCheck
 from services.persona.runtime import PersonaPlan, PersonaRuntime
+from services.storage.audit import AuditLog
 from services.storage.transcripts import TranscriptStore
 from services.turn.orchestrator import TurnPlan
 
@@ -98,7 +100,9 @@ class Personas:
     """The app's personas (from `PersonaSettings`) and the audit log their turns go to.
 
     Nothing heavy happens here: packs are read, and the embedder and indexes are built, on the
-    first turn that needs them.
+    first turn that needs them. A persona whose consent was revoked (`avatar persona revoke`)
+    is refused by `resolve` and `turns` with `PersonaRevokedError` (`revocations`, None when
+    there is no store to read them from).
     """
 
     def __init__(self, settings: PersonaSettings, store: TranscriptStore | None) -> None:
@@ -112,11 +116,23 @@ class Personas:
             embedder_factory=lambda: create_embedder(settings.embedder),
         )
         self.store = store
+        self.revocations = (
+            RevocationCheck(AuditLog(store.db), cache_s=settings.revocation_check_s)
+            if store is not None
+            else None
+        )
+
+    def check(self, persona_id: str | None) -> None:
+        """PersonaRevokedError if the persona's consent was revoked."""
+        if self.revocations is not None:
+            self.revocations.check(persona_id)
 
     def resolve(self, persona_id: str | None) -> str | None:
-        """The persona a session gets; an unknown id raises `UnknownPersonaError`."""
+        """The persona a session gets; an unknown id raises `UnknownPersonaError`, a revoked one
+        `PersonaRevokedError` (even with its pack still on disk)."""
         persona_id = persona_id or self.settings.default
         if persona_id is not None:
+            self.check(persona_id)
             self.registry.get(persona_id)
         return persona_id
 
@@ -126,8 +142,10 @@ class Personas:
         """The planner of a session's turns, logging to `store` (default: this one's store).
 
         A `Conversation` passes its sessions' audit log: a session's history is read from
-        the store its turns are logged to, so they must be the same.
+        the store its turns are logged to, so they must be the same. A revoked persona raises
+        `PersonaRevokedError`: an open session's next turn is refused.
         """
+        self.check(persona_id)
         return PersonaTurns(self.registry.get(persona_id), session_id, store or self.store)
 
     def disclosure(self, persona_id: str | None) -> dict[str, Any]:

@@ -313,6 +313,15 @@ class PersonaConfig(_Strict):
     voice: VoiceSettings = Field(default_factory=VoiceSettings, description="TTS parameters.")
     look: LookSettings = Field(default_factory=LookSettings, description="Render parameters.")
     consent: Consent = Field(description="The consent record this twin is served under.")
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=36500,
+        description=(
+            "Days the twin's conversations are kept in the audit log before the purge deletes "
+            "them; null = the cluster's storage.retention_days."
+        ),
+    )
     retrieval: RetrievalSettings = Field(
         default_factory=RetrievalSettings, description="Retrieval and prompt settings."
     )

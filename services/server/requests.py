@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.core.audio import AudioError, decode_audio_bytes, resample
-from services.core.types import AudioChunk
+from services.core.types import AudioChunk, Transcript
 
 AUDIO_TYPES = ("audio/", "application/octet-stream")
 MAX_TEXT_CHARS = 100_000
+# A persona id names a pack folder (one path component: 255 bytes on Linux), a session id a row.
+MAX_ID_BYTES = 255
+MAX_SAMPLE_RATE = 384_000
 
 
 class ApiError(Exception):
@@ -33,6 +36,8 @@ class TurnInput:
 
     text: str | None = None
     audio: AudioChunk | None = None
+    # Recognised while the user spoke (live listening): the turn skips ASR.
+    transcript: Transcript | None = None
     session_id: str | None = None
     persona_id: str | None = None
 
@@ -41,6 +46,34 @@ def _optional_str(data: dict[str, Any], key: str) -> str | None:
     value = data.get(key)
     if value is not None and not isinstance(value, str):
         raise ApiError(422, f"{key} must be a string")
+    if value is not None and not _is_utf8(value):
+        # A lone surrogate (\ud800 in JSON) cannot be stored, logged or used as a path.
+        raise ApiError(422, f"{key} is not valid Unicode text")
+    return value
+
+
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def valid_text(value: Any, name: str) -> str:
+    """A required, non-empty string of valid Unicode (422 otherwise)."""
+    text = _optional_str({name: value}, name)
+    if text is None or not text.strip():
+        raise ApiError(422, f"{name} must be a non-empty string")
+    return text
+
+
+def check_id(value: Any, name: str) -> str | None:
+    """An optional session or persona id from a client: a string of at most 255 UTF-8 bytes
+    (422 otherwise), so a lookup never reaches the database or the file system malformed."""
+    value = _optional_str({name: value}, name)
+    if value is not None and len(value.encode()) > MAX_ID_BYTES:
+        raise ApiError(422, f"{name} is longer than {MAX_ID_BYTES} bytes")
     return value
 
 
@@ -64,6 +97,8 @@ def pcm16_audio(data: bytes, sample_rate: int) -> AudioChunk:
     samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
     if not len(samples):
         raise ApiError(400, "audio is empty")
+    if not 8000 <= sample_rate <= MAX_SAMPLE_RATE:
+        raise ApiError(422, f"sample_rate must lie within 8000..{MAX_SAMPLE_RATE}")
     if sample_rate > 48000:
         samples, sample_rate = resample(samples, sample_rate, 16000), 16000
     return AudioChunk(samples, sample_rate)
@@ -73,7 +108,7 @@ def parse_turn_json(body: bytes, max_audio_bytes: int) -> TurnInput:
     """`{"text": ...}` or `{"audio_b64": ...}`, plus optional session_id / persona_id."""
     try:
         data = json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ApiError(400, f"malformed JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(422, "the body must be a JSON object")
@@ -97,8 +132,8 @@ def parse_turn_json(body: bytes, max_audio_bytes: int) -> TurnInput:
     return TurnInput(
         text=text,
         audio=audio,
-        session_id=_optional_str(data, "session_id"),
-        persona_id=_optional_str(data, "persona_id"),
+        session_id=check_id(data.get("session_id"), "session_id"),
+        persona_id=check_id(data.get("persona_id"), "persona_id"),
     )
 
 
@@ -112,8 +147,8 @@ def parse_turn_request(
     if kind.startswith(AUDIO_TYPES):
         return TurnInput(
             audio=decode_audio(body, max_audio_bytes),
-            session_id=query.get("session_id"),
-            persona_id=query.get("persona_id"),
+            session_id=check_id(query.get("session_id"), "session_id"),
+            persona_id=check_id(query.get("persona_id"), "persona_id"),
         )
     raise ApiError(
         415,

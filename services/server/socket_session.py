@@ -1,13 +1,24 @@
 """One WebSocket conversation: the message protocol, independent of Ray.
 
 Client -> server (text messages are JSON objects with a "type"):
-  {"type": "start", "persona_id"?, "session_id"?}  open or resume a session; a persona then
-                                                   greets (and discloses it is an AI) aloud
-  {"type": "text", "text": "..."}                  a typed turn
-  {"type": "audio_start", "format": "file"|"pcm16", "sample_rate"?}, then binary messages with
-  the audio (an encoded file, or raw 16-bit mono PCM), then {"type": "audio_end"}: a spoken turn
-Server -> client: the events of `services.server.events`; a protocol error is an `error`
-event and the socket stays open for the next message.
+  {"type": "start", "persona_id"?, "session_id"?, "media"?: "json"|"binary"}
+        open or resume a session; a persona then greets (and discloses it is an AI) aloud.
+        "binary": audio and frames arrive as binary messages paced to playback
+        (`services.server.media`); "json" (default): base64 inside JSON events, unpaced.
+  {"type": "listen", "sample_rate": 16000, "mode"?: "vad"|"push_to_talk"}
+        live microphone: every later binary message is raw 16-bit mono PCM (20-40 ms frames).
+        "vad": the server finds where the user starts and stops speaking; "push_to_talk":
+        the audio between the first frame and {"type": "end_of_speech"} is one utterance.
+        Speech while the avatar talks interrupts it (barge-in).
+  {"type": "interrupt", "played_s"?}   stop the reply now (a Stop button); `played_s` is the
+                                       client's playback position, if it knows it
+  {"type": "text", "text": "..."}      a typed turn (interrupts a reply in progress)
+  {"type": "audio_start", "format": "file"|"pcm16", "sample_rate"?}, binary messages, then
+  {"type": "audio_end"}                a whole recorded utterance (clients with a file)
+Server -> client: the events of `services.server.events`, and in live mode `speech_started`,
+interim `transcript` events (`"final": false`), `speech_stopped`, and `interrupted`
+{"played_s", "spoken"} when a reply is cut off. A protocol error is an `error` event and the
+socket stays open.
 
 Authentication (`services.server.auth`) happens when the socket connects, before `start`; the
 key is checked again before each text message (a turn, `start`), so a key revoked mid-session
@@ -16,17 +27,33 @@ gets an `error` event (401) and the socket is closed with code 4401 and the reas
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
 
+from services.core.config import LiveSettings
+from services.core.types import Transcript, VideoFrame
+from services.live.listener import Listener
+from services.live.vad import VADError
 from services.server.auth import ANONYMOUS, WS_CLOSE_CODES, Principal
-from services.server.conversation import Conversation
-from services.server.requests import ApiError, TurnInput, decode_audio, pcm16_audio
+from services.server.conversation import Conversation, Interruption
+from services.server.events import event_json
+from services.server.media import Playout
+from services.server.requests import (
+    ApiError,
+    TurnInput,
+    check_id,
+    decode_audio,
+    pcm16_audio,
+    valid_text,
+)
+from services.stages.render.jpeg import to_jpeg
 
 
 class SocketSession:
-    """One WebSocket: `start`, then turns of `text` or `audio_start` + binary + `audio_end`."""
+    """One WebSocket: `start`, then typed, recorded or live spoken turns."""
 
     def __init__(
         self,
@@ -35,15 +62,33 @@ class SocketSession:
         ws: Any,
         principal: Principal = ANONYMOUS,
         recheck: Callable[[], None] | None = None,
+        live: LiveSettings | None = None,
     ) -> None:
         self.conversation, self.max_audio_bytes, self.ws = conversation, max_audio_bytes, ws
         self.principal, self.recheck = principal, recheck
+        self.live = live or LiveSettings()
         self.session = None
         self.audio: bytearray | None = None
         self.audio_format = ("file", 0)
+        self.binary_media = False
+        self.listener: Listener | None = None
+        self.reply: asyncio.Task | None = None  # the turn being spoken
+        self.playout: Playout | None = None
+        self.cut: Interruption | None = None
+        self._send_lock = asyncio.Lock()
+        self.bytes_sent = 0
 
-    async def send_error(self, status: int, reason: str) -> None:
-        await self.ws.send_json({"type": "error", "status": status, "reason": reason})
+    async def send(self, message: Any) -> None:
+        # One message at a time: the reply, the listener and errors send from different tasks.
+        async with self._send_lock:
+            if isinstance(message, bytes):
+                self.bytes_sent += len(message)
+                await self.ws.send_bytes(message)
+            else:
+                await self.ws.send_json(message)
+
+    async def send_error(self, status: int, reason: str, **extra: Any) -> None:
+        await self.send({"type": "error", "status": status, "reason": reason, **extra})
 
     async def refuse(self, exc: ApiError) -> None:
         """An `error` event, then close with the status's code (4401/4403) and the reason."""
@@ -51,13 +96,21 @@ class SocketSession:
         await self.ws.close(code=WS_CLOSE_CODES.get(exc.status, 1008), reason=exc.reason[:120])
 
     async def run(self) -> None:
+        try:
+            await self._receive()
+        finally:
+            await self.stop_reply(None)
+            if self.listener is not None:
+                await self.listener.close()
+
+    async def _receive(self) -> None:
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
             try:
                 if message.get("bytes") is not None:
-                    self.add_audio(message["bytes"])
+                    await self.add_audio(message["bytes"])
                     continue
                 if self.recheck is not None:
                     try:
@@ -68,36 +121,44 @@ class SocketSession:
                 await self.handle(json.loads(message.get("text") or "null"))
             except json.JSONDecodeError as exc:
                 await self.send_error(400, f"malformed JSON: {exc}")
+            except RecursionError:
+                await self.send_error(400, "malformed JSON: nested too deeply")
             except ApiError as exc:
-                await self.send_error(exc.status, exc.reason)
+                await self.send_error(exc.status, exc.reason, **getattr(exc, "extra", {}))
 
-    def add_audio(self, data: bytes) -> None:
-        if self.audio is None:
-            raise ApiError(409, "binary audio before audio_start")
-        if len(self.audio) + len(data) > self.max_audio_bytes:
-            self.audio = None
-            raise ApiError(413, f"audio exceeds {self.max_audio_bytes} bytes; turn discarded")
-        self.audio.extend(data)
+    async def add_audio(self, data: bytes) -> None:
+        if self.audio is not None:  # a recorded utterance is being uploaded
+            if len(self.audio) + len(data) > self.max_audio_bytes:
+                self.audio = None
+                raise ApiError(413, f"audio exceeds {self.max_audio_bytes} bytes; turn discarded")
+            self.audio.extend(data)
+        elif self.listener is not None:
+            try:
+                await self.listener.feed(data)
+            except VADError as exc:
+                raise ApiError(422, f"live audio must be PCM16 mono: {exc}") from None
+        else:
+            raise ApiError(409, "binary audio before audio_start or listen")
 
     async def handle(self, msg: Any) -> None:
         if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
             raise ApiError(422, 'each text message must be a JSON object with a "type"')
         kind = msg["type"]
         if kind == "start":
-            resume = msg.get("session_id")
-            if resume:
-                self.session = self.conversation.session(resume, self.principal)
-            else:
-                persona_id = msg.get("persona_id")
-                self.session = self.conversation.open_session(persona_id, self.principal)
-            await self.ws.send_json(self.conversation.session_event(self.session))
-            if not resume:
-                async for event in self.conversation.greeting_events(self.session):
-                    await self.ws.send_json(event)
+            await self.start(msg)
+        elif kind == "listen":
+            await self.listen(msg)
+        elif kind == "end_of_speech":
+            if self.listener is None:
+                raise ApiError(409, "end_of_speech without listen")
+            await self.listener.end_of_speech()
+        elif kind == "interrupt":
+            played = msg.get("played_s")
+            if played is not None and (not isinstance(played, int | float) or played < 0):
+                raise ApiError(422, "played_s must be a number >= 0")
+            await self.stop_reply("client", played)
         elif kind == "text":
-            text = msg.get("text")
-            if not isinstance(text, str) or not text.strip():
-                raise ApiError(422, "text must be a non-empty string")
+            text = valid_text(msg.get("text"), "text")
             await self.turn(TurnInput(text=text))
         elif kind == "audio_start":
             fmt = msg.get("format", "file")
@@ -118,9 +179,125 @@ class SocketSession:
         else:
             raise ApiError(422, f"unknown message type {kind!r}")
 
+    async def start(self, msg: dict[str, Any]) -> None:
+        media = msg.get("media", "json")
+        if media not in ("json", "binary"):
+            raise ApiError(422, "media must be json or binary")
+        resume = check_id(msg.get("session_id"), "session_id")
+        persona_id = check_id(msg.get("persona_id"), "persona_id")
+        await self.stop_reply(None)
+        self.binary_media = media == "binary"
+        if resume:
+            self.session = self.conversation.session(resume, self.principal)
+        else:
+            self.session = self.conversation.open_session(persona_id, self.principal)
+        await self.send(self.conversation.session_event(self.session))
+        if not resume and self.session.persona_id is not None:  # a persona greets
+            self.speak(self.conversation.greeting_events(self.session, wire=self._wire))
+
+    async def listen(self, msg: dict[str, Any]) -> None:
+        rate, mode = msg.get("sample_rate"), msg.get("mode", "vad")
+        if not isinstance(rate, int) or not 8000 <= rate <= 48000:
+            raise ApiError(422, "listen needs sample_rate, an integer from 8000 to 48000")
+        if mode not in ("vad", "push_to_talk"):
+            raise ApiError(422, "mode must be vad or push_to_talk")
+        if self.listener is not None:
+            await self.listener.close()
+        self.listener = Listener(
+            self.conversation.stages.transcribe,
+            self.live,
+            rate,
+            push_to_talk=mode == "push_to_talk",
+            emit=self.send,
+            on_utterance=self._utterance,
+            speaking=lambda: self.reply is not None and not self.reply.done(),
+            on_barge_in=lambda: self.stop_reply("barge_in"),
+        )
+        await self.send({"type": "listening", "sample_rate": rate, "mode": mode})
+
+    async def _utterance(self, transcript: Transcript) -> None:
+        """The listener heard a whole utterance: it is the next turn."""
+        try:
+            await self.turn(TurnInput(transcript=transcript))
+        except ApiError as exc:  # refused (a limit, overload): say so, keep listening
+            await self.send_error(exc.status, exc.reason, **getattr(exc, "extra", {}))
+
     async def turn(self, request: TurnInput) -> None:
+        if self.binary_media or self.listener is not None:
+            await self.stop_reply("new_turn")  # a live client moved on: cut the reply
+        elif self.reply is not None:
+            # A JSON client's turns queue, as they always did: the reply plays out first.
+            await asyncio.gather(self.reply, return_exceptions=True)
         if self.session is None:
             self.session = self.conversation.open_session(None, self.principal)
-            await self.ws.send_json(self.conversation.session_event(self.session))
-        async for event in self.conversation.turn_events(self.session, request):
-            await self.ws.send_json(event)
+            await self.send(self.conversation.session_event(self.session))
+        cut = Interruption()
+        events = self.conversation.turn_events(self.session, request, wire=self._wire, cut=cut)
+        self.speak(events, cut)
+
+    def _wire(self, event: Any) -> Any:
+        # Binary clients get the pipeline objects (the playout packs them); JSON clients
+        # the JSON events, as on HTTP.
+        return event if self.binary_media else event_json(event)
+
+    def speak(self, events, cut: Interruption | None = None) -> None:
+        """Run a reply (a turn's or the greeting's events) in the background, paced."""
+        playout = Playout(
+            self.send,
+            binary=self.binary_media,
+            lead_s=self.live.media_lead_s if self.binary_media else float("inf"),
+            audio_piece_s=self.live.audio_piece_s,
+        )
+        self.playout = playout
+
+        self.cut = cut
+
+        async def run() -> None:
+            async with contextlib.aclosing(events) as stream:
+                async for event in stream:
+                    if isinstance(event, VideoFrame) and event.jpeg is None:
+                        # In process frames come raw: encode off the event loop, which must
+                        # keep reading the microphone (VAD, barge-in) and pacing media.
+                        event = await asyncio.to_thread(to_jpeg, event)
+                    playout.put(event)
+            await playout.drain()
+            if cut is not None:
+                cut.settle()  # played to the end: the audit row says what was said
+
+        self.reply = asyncio.create_task(run())
+        self.reply.add_done_callback(self._reply_done)
+
+    def _reply_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # Turn errors arrive as `error` events; this is the socket failing mid-send, or a
+            # bug: tell the client if it is still there.
+            asyncio.ensure_future(self._report(task.exception()))
+
+    async def _report(self, exc: BaseException) -> None:
+        with contextlib.suppress(Exception):
+            await self.send_error(500, f"reply failed: {type(exc).__name__}")
+
+    async def stop_reply(self, reason: str | None, played_s: float | None = None) -> None:
+        """Cut the reply in progress, if any (barge-in, Stop, a new turn, the socket closed)."""
+        task, playout = self.reply, self.playout
+        if task is None or task.done() or playout is None:
+            return
+        position = await playout.cancel()
+        if played_s is not None:
+            position = min(position, played_s)  # the client knows better what it has played
+        if self.cut is not None:
+            self.cut.interrupted = reason is not None
+            self.cut.spoken, self.cut.played_s = playout.spoken_text(position), position
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if self.cut is not None:
+            self.cut.settle()  # the pipeline had finished: the row waited for playback
+        if reason is not None:
+            await self.send(
+                {
+                    "type": "interrupted",
+                    "reason": reason,
+                    "played_s": round(position, 3),
+                    "spoken": self.cut.spoken if self.cut else "",
+                }
+            )

@@ -1,4 +1,5 @@
-"""One database for the app: sessions, their history, the turn audit log and the API keys.
+"""One database for the app: sessions, their history, the turn audit log (with its revocations
+and erasures, `storage.audit`) and the API keys.
 
 `open_storage(settings)` opens it from `StorageSettings` (a URL: SQLite or PostgreSQL, see
 `services/storage/engine.py`) and hands back the stores over that one `Database`, so sessions,
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from services.core.config import StorageSettings
+from services.storage.audit import AuditLog
 from services.storage.engine import Database, database_url
 from services.storage.keys import KeyStore
 from services.storage.sessions import SessionStore
@@ -26,9 +28,11 @@ class Storage:
     transcripts: TranscriptStore
     db: Database = field(repr=False)
     keys: KeyStore = field(init=False, repr=False)
+    audit: AuditLog = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.keys = KeyStore(self.db)
+        self.audit = AuditLog(self.db)
 
     def close(self) -> None:
         self.db.close()

@@ -12,6 +12,8 @@ second replica waits, then sees the version the first one recorded and does noth
   recording each one.
 - A database at a newer version than this code knows is refused (`SchemaVersionError`): old
   code writing into a newer schema could silently corrupt it.
+- Every open also (re)installs the audit log's triggers and, on PostgreSQL when the schema owner
+  connects, the application role's grants (`services/storage/guards.py`; both idempotent).
 
 Not migrated: the layout before this schema (the hand-written stores' `session_messages` and
 `persona_turns` tables, no `schema_version`). Such a database is still opened - its `sessions`
@@ -28,7 +30,16 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, func, insert, inspect, select, text
 
-from services.storage.schema import SCHEMA_VERSION, api_keys, metadata, schema_version
+from services.storage.guards import grant_app_role, install_guards, owns_tables
+from services.storage.schema import (
+    SCHEMA_VERSION,
+    api_keys,
+    erasures,
+    metadata,
+    revocations,
+    schema_version,
+    turns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +71,26 @@ def _add_session_owner(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE sessions ADD COLUMN {column} TEXT"))
 
 
+def _audit_integrity(conn: Connection) -> None:
+    """Version 3: turns get a `reason` and an index of unfinished ones; `revocations` and
+    `erasures` are created; the append-only triggers are installed (by every open, below)."""
+    present = {column["name"] for column in inspect(conn).get_columns("turns")}
+    if "reason" not in present:
+        conn.execute(text("ALTER TABLE turns ADD COLUMN reason TEXT"))
+    for index in turns.indexes:
+        if index.name == "turns_started":
+            index.create(conn, checkfirst=True)
+    revocations.create(conn, checkfirst=True)
+    erasures.create(conn, checkfirst=True)
+
+
 # version -> the step that brings a database at version - 1 up to it. A fresh database skips
 # them (create_all already builds the newest tables), so each step only ever runs on data
 # written by the version before it.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _initial,
     2: _api_keys,
+    3: _audit_integrity,
 }
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1)), "one step per schema version"
 
@@ -102,6 +127,7 @@ def migrate(conn: Connection, *, where: str = "database") -> int:
             f"({SCHEMA_VERSION}): upgrade avatar-serve, or point it at another database"
         )
     if version == SCHEMA_VERSION:
+        _guard(conn, where)
         return version
     if version == 0:
         old = [name for name in _OLD_TABLES if inspect(conn).has_table(name)]
@@ -115,10 +141,28 @@ def migrate(conn: Connection, *, where: str = "database") -> int:
         metadata.create_all(conn)
         _add_session_owner(conn)  # an old-layout `sessions` table is reused as it is
         _stamp(conn, SCHEMA_VERSION)
+        _guard(conn, where)
         log.info("%s: created schema version %d", where, SCHEMA_VERSION)
         return SCHEMA_VERSION
+    if not owns_tables(conn):
+        raise SchemaVersionError(
+            f"{where} has schema version {version} and this avatar-serve needs "
+            f"{SCHEMA_VERSION}, but the connected role does not own the tables (the application "
+            "role): migrate first with the owner's URL, e.g. `avatar persona erasures`"
+        )
     for step in range(version + 1, SCHEMA_VERSION + 1):
         MIGRATIONS[step](conn)
         _stamp(conn, step)
         log.info("%s: migrated schema to version %d", where, step)
+    _guard(conn, where)
     return SCHEMA_VERSION
+
+
+def _guard(conn: Connection, where: str) -> None:
+    """The triggers, and the app role's grants, where this role may give them."""
+    if not owns_tables(conn):
+        return  # the application role: it can neither create triggers nor grant
+    if install_guards(conn):
+        log.info("%s: installed the audit log's append-only triggers", where)
+    if grant_app_role(conn):
+        log.info("%s: granted the application role its rights", where)

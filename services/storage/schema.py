@@ -7,6 +7,11 @@
   finished "ok" turns, so a conversation is stored once.
 - `api_keys`: the API keys of `services/storage/keys.py`: a public `key_id`, the tenant, the
   SHA-256 of the secret (never the secret), the scopes, and when it was created / revoked.
+- `revocations`: personas whose consent was withdrawn (`avatar persona revoke`); never served
+  again, and no turn of theirs can be logged (a trigger refuses the insert).
+- `erasures`: every deletion from the audit log - who, when, why, which persona, how many rows.
+  Version 3 makes `turns` append-only (`services/storage/guards.py`): a finished turn cannot
+  change, and a row can only be deleted inside the transaction of an erasure that covers it.
 - `schema_version`: one row per applied migration; the highest is the schema in force.
 
 Bump `SCHEMA_VERSION` together with the tables here and add the step that brings a database of the
@@ -27,10 +32,11 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -73,8 +79,18 @@ turns = Table(
     Column("status", Text, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    # Version 3: why a turn ended as it did, when the caller knows ("abandoned: ..." for a
+    # turn whose replica died, see TranscriptStore.fail_stale_turns).
+    Column("reason", Text, nullable=True),
     Index("turns_session", "session_id", "seq"),
     Index("turns_persona", "persona_id", "seq"),
+    # Version 3: the few unfinished turns, scanned by fail_stale_turns every few seconds.
+    Index(
+        "turns_started",
+        "started_at",
+        sqlite_where=text("status = 'started'"),
+        postgresql_where=text("status = 'started'"),
+    ),
     sqlite_autoincrement=True,
 )
 
@@ -90,6 +106,31 @@ api_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Index("api_keys_tenant", "tenant"),
+)
+
+revocations = Table(
+    "revocations",
+    metadata,
+    Column("persona_id", Text, primary_key=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_by", Text, nullable=False, comment="who ran the revocation"),
+    Column("reason", Text, nullable=False),
+)
+
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", _Seq, primary_key=True, autoincrement=True),
+    Column("kind", Text, nullable=False, comment="revocation | retention"),
+    # The rows it covers: this persona's (NULL: plain chat), started before `before` (NULL: all).
+    Column("persona_id", Text, nullable=True),
+    Column("before", DateTime(timezone=True), nullable=True),
+    Column("requested_by", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # NULL only inside the erasure's own transaction: while NULL it allows its deletes.
+    Column("rows_deleted", Integer, nullable=True),
+    sqlite_autoincrement=True,
 )
 
 schema_version = Table(

@@ -15,16 +15,17 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from services.core.types import ChatMessage
 from services.storage.engine import Database
 from services.storage.schema import sessions, turns
-from services.storage.transcripts import TranscriptStore, check_text
+from services.storage.transcripts import TranscriptStore, check_text, record
 
 
 class UnknownSessionError(KeyError):
@@ -44,6 +45,13 @@ class Session:
     updated_at: float
     tenant: str | None = None
     owner_key_id: str | None = None
+
+
+def _session_dict(session: Session) -> dict[str, Any]:
+    data = asdict(session)
+    for name in ("created_at", "updated_at"):
+        data[name] = datetime.fromtimestamp(data[name], UTC).isoformat()
+    return data
 
 
 def _exchanges(messages: Sequence[ChatMessage]) -> list[tuple[str, str | None]]:
@@ -128,7 +136,8 @@ class SessionStore:
 
     def history(self, session_id: str, limit: int = 50) -> list[ChatMessage]:
         """The last `limit` messages of the session, oldest first: the user's words and the
-        avatar's reply of each turn that finished "ok".
+        avatar's reply of each turn that finished "ok" or "interrupted" (then the reply is
+        what the user heard before cutting it off).
 
         Failed, cancelled and still-running turns are left out: the LLM is shown the exchanges
         that happened, never a question without its answer (`TranscriptStore.history` keeps
@@ -138,7 +147,7 @@ class SessionStore:
             return []
         query = (
             select(turns.c.user_text, turns.c.reply)
-            .where(turns.c.session_id == session_id, turns.c.status == "ok")
+            .where(turns.c.session_id == session_id, turns.c.status.in_(("ok", "interrupted")))
             .order_by(turns.c.seq.desc())
             .limit(limit)  # each turn is one or two messages: `limit` turns are enough
         )
@@ -183,6 +192,37 @@ class SessionStore:
                 )
             touch = update(sessions).where(sessions.c.id == session_id)
             conn.execute(touch.values(updated_at=time.time()))
+
+    def stored(self, session_id: str) -> Session | None:
+        """The session's row even if idle past the TTL (not yet purged), else None."""
+        with self.db.read() as conn:
+            row = conn.execute(select(sessions).where(sessions.c.id == session_id)).first()
+        if row is None:
+            return None
+        return Session(
+            row.id, row.persona_id, row.created_at, row.updated_at, row.tenant, row.owner_key_id
+        )
+
+    def export(self, session_id: str) -> dict[str, Any]:
+        """Everything stored about a session, for a data-subject request: the session (None
+        once purged) and every turn of it, with citations, timings, status and times.
+
+        Raises:
+            UnknownSessionError: neither the session nor any turn of it is stored.
+        """
+        session = self.stored(session_id)
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(turns).where(turns.c.session_id == session_id).order_by(turns.c.seq)
+            ).all()
+        if session is None and not rows:
+            raise UnknownSessionError(session_id)
+        return {
+            "session_id": session_id,
+            "exported_at": datetime.now(UTC).isoformat(),
+            "session": None if session is None else _session_dict(session),
+            "turns": [record(row).to_dict() for row in rows],
+        }
 
     def count(self) -> int:
         """Sessions active within the TTL."""

@@ -6,6 +6,10 @@ said; `finish_turn` later adds the reply, grounding sources, timings and final s
 ordered by the database's autoincrement `seq` (wall clocks of replicas disagree; the database's
 sequence does not).
 
+The log is append-only (`services/storage/guards.py`): a finished turn never changes, and rows
+leave only under a recorded erasure (`services/storage/audit.py`). A turn whose replica died is
+closed by `fail_stale_turns` (status "error", reason `ABANDONED`), run by every router replica.
+
 The same rows are the sessions' history (`SessionStore.history`, `TranscriptStore.history`), so
 a conversation is stored once. One class for SQLite and PostgreSQL: SQLAlchemy Core writes the
 SQL, its pool gives each thread its own connection and replaces dropped ones.
@@ -13,23 +17,35 @@ SQL, its pool gives each thread its own connection and replaces dropped ones.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Row, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from services.core.types import ChatMessage, Source
+from services.storage.audit import AuditLog, PersonaRevokedError
 from services.storage.engine import Database
 from services.storage.schema import sessions, turns
 
+log = logging.getLogger(__name__)
+
 STARTED = "started"
-FINISH_STATUSES = ("ok", "error", "cancelled", "timeout")
+# "interrupted": the user barged in; the reply holds only what was played before the cut.
+FINISH_STATUSES = ("ok", "error", "cancelled", "timeout", "interrupted")
+ABANDONED = "abandoned: no replica finished this turn"
 _MAX_TEXT = 20_000  # a turn is seconds of speech; anything longer is a client bug or abuse
+
+
+class TurnFinishedError(ValueError):
+    """`finish_turn` was given a turn that is already finished: the audit log keeps the first
+    outcome (a turn finished twice is a bug of its caller)."""
 
 
 class UnknownTurnError(KeyError):
@@ -56,6 +72,7 @@ class TurnRecord:
         status: "started" until finished, then one of FINISH_STATUSES.
         started_at: When `begin_turn` ran (UTC).
         finished_at: When `finish_turn` ran (UTC), or None.
+        reason: Why it ended so, when known (`ABANDONED` for a turn no replica finished).
     """
 
     seq: int
@@ -70,6 +87,15 @@ class TurnRecord:
     status: str
     started_at: datetime
     finished_at: datetime | None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able copy (times as ISO 8601), as a session export lists it."""
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["sources"] = list(self.sources)
+        data["started_at"] = self.started_at.isoformat()
+        data["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
+        return data
 
 
 def check_text(name: str, value: str) -> str:
@@ -87,7 +113,8 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
-def _record(row: Row) -> TurnRecord:
+def record(row: Row) -> TurnRecord:
+    """The `TurnRecord` of a `turns` row."""
     return TurnRecord(
         seq=row.seq,
         turn_id=row.turn_id,
@@ -101,6 +128,7 @@ def _record(row: Row) -> TurnRecord:
         status=row.status,
         started_at=_utc(row.started_at),
         finished_at=_utc(row.finished_at),
+        reason=row.reason,
     )
 
 
@@ -129,6 +157,9 @@ class TranscriptStore:
         """Record the user's turn (committed before returning) and return its turn id.
 
         `persona_id` None is a plain chat turn. The session, if stored, counts as active now.
+
+        Raises:
+            PersonaRevokedError: the persona's consent was revoked (the database refuses it).
         """
         turn_id = turn_id or uuid.uuid4().hex
         row = {
@@ -141,13 +172,22 @@ class TranscriptStore:
             "status": STARTED,
             "started_at": datetime.now(UTC),
         }
+        try:
+            self._insert(row, session_id)
+        except IntegrityError:
+            revocation = persona_id and AuditLog(self.db).revocation(persona_id)
+            if revocation:
+                raise PersonaRevokedError(revocation) from None
+            raise
+        return turn_id
+
+    def _insert(self, row: dict[str, Any], session_id: str) -> None:
         with self.db.write() as conn:
             conn.execute(insert(turns).values(row))
             # A turn keeps its session alive (the idle TTL counts from here), in the same
             # transaction, so no caller can log a turn and forget to.
             touch = update(sessions).where(sessions.c.id == session_id)
             conn.execute(touch.values(updated_at=time.time()))
-        return turn_id
 
     def finish_turn(
         self,
@@ -158,9 +198,15 @@ class TranscriptStore:
         status: str = "ok",
         *,
         kind: str | None = None,
+        reason: str | None = None,
     ) -> None:
-        """Complete a turn. Raises UnknownTurnError for an id `begin_turn` never returned, and
-        ValueError for a status not in FINISH_STATUSES."""
+        """Complete a turn (once: a finished turn is final).
+
+        Raises:
+            UnknownTurnError: an id `begin_turn` never returned (or erased since).
+            TurnFinishedError: the turn is finished already; its first outcome stays.
+            ValueError: a status not in FINISH_STATUSES.
+        """
         if status not in FINISH_STATUSES:
             raise ValueError(f"status {status!r} is not one of {', '.join(FINISH_STATUSES)}")
         values = {
@@ -170,11 +216,48 @@ class TranscriptStore:
             "timings": dict(timings or {}),
             "status": status,
             "finished_at": datetime.now(UTC),
+            "reason": None if reason is None else check_text("reason", reason),
         }
+        started = (turns.c.turn_id == turn_id) & (turns.c.status == STARTED)
         with self.db.write() as conn:
-            result = conn.execute(update(turns).where(turns.c.turn_id == turn_id).values(values))
-            if result.rowcount == 0:
-                raise UnknownTurnError(turn_id)
+            if conn.execute(update(turns).where(started).values(values)).rowcount:
+                return
+            done = conn.execute(
+                select(turns.c.status, turns.c.reason).where(turns.c.turn_id == turn_id)
+            ).first()
+        if done is None:
+            raise UnknownTurnError(turn_id)
+        if done.reason == ABANDONED:
+            # The turn outlived storage.stale_turn_s and was closed under its live replica: keep
+            # the log as it is, and let the turn's client get its answer anyway.
+            log.warning("turn %s finished after it was closed as abandoned: not logged", turn_id)
+            return
+        raise TurnFinishedError(f"turn {turn_id!r} is already finished ({done.status})")
+
+    def fail_stale_turns(self, older_than_s: float) -> int:
+        """Mark turns still "started" that began more than `older_than_s` ago as "error" with
+        reason `ABANDONED`; returns how many.
+
+        Their replica died mid-turn (a finished turn is always closed, even when its client went
+        away), so nothing else will finish them. `older_than_s` must exceed the longest turn, or
+        a slow live turn is closed under its replica (whose `finish_turn` then only logs a
+        warning: the row stays "error"). Every router replica runs this; the UPDATE is atomic,
+        so two at once close each turn once.
+        """
+        if not older_than_s > 0:
+            raise ValueError("older_than_s must be positive")
+        now = datetime.now(UTC)
+        stale = (turns.c.status == STARTED) & (
+            turns.c.started_at < now - timedelta(seconds=older_than_s)
+        )
+        values = {"status": "error", "reason": ABANDONED, "finished_at": now}
+        with self.db.write() as conn:
+            count = conn.execute(update(turns).where(stale).values(values)).rowcount
+        if count:
+            log.warning(
+                "closed %d abandoned turn(s) older than %.0f s as error", count, older_than_s
+            )
+        return count
 
     def get(self, turn_id: str) -> TurnRecord:
         """One turn by id; UnknownTurnError if there is none."""
@@ -182,7 +265,7 @@ class TranscriptStore:
             row = conn.execute(select(turns).where(turns.c.turn_id == turn_id)).first()
         if row is None:
             raise UnknownTurnError(turn_id)
-        return _record(row)
+        return record(row)
 
     def turns(
         self,
@@ -209,7 +292,7 @@ class TranscriptStore:
         query = query.order_by(turns.c.seq.desc()).limit(int(limit))
         with self.db.read() as conn:
             rows = conn.execute(query).all()
-        return [_record(row) for row in reversed(rows)]
+        return [record(row) for row in reversed(rows)]
 
     def history(
         self, session_id: str, limit: int = 10, *, include_unfinished: bool = False
@@ -225,7 +308,7 @@ class TranscriptStore:
         finished = None if include_unfinished else True
         for record in self.turns(session_id=session_id, finished=finished, limit=limit):
             messages.append(ChatMessage("user", record.user_text))
-            if record.reply and record.status == "ok":
+            if record.reply and record.status in ("ok", "interrupted"):
                 messages.append(ChatMessage("assistant", record.reply))
         return messages
 

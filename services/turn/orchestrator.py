@@ -13,7 +13,10 @@ synthesised. The first frame exists after ASR + first sentence + its speech + on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -110,6 +113,18 @@ def llm_sentences(
         if chunk.index == 0:
             chunk = dataclasses.replace(chunk, first_token_s=first_token[0])
         yield chunk
+        if chunk.index == 0 and turn.llm_nice_after_first:
+            _lower_priority(turn.llm_nice_after_first)
+
+
+def _lower_priority(nice: int) -> None:
+    """Lower this thread's CPU priority (and that of the threads it starts from now on, e.g.
+    llama.cpp's compute threads). Each LLM stream runs in a thread of its own
+    (`iterate_in_thread`), so only this reply's remaining decoding yields the cores; an
+    unprivileged process cannot raise it back, which is why it is never applied to a shared
+    thread."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: no per-thread priority
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 def default_plan(turn: TurnSettings, user_text: str, history: Sequence[ChatMessage]) -> TurnPlan:
@@ -172,12 +187,16 @@ async def run_turn(
     text: str | None = None,
     history: Sequence[ChatMessage] = (),
     planner: Planner | None = None,
+    transcript: Transcript | None = None,
 ) -> AsyncIterator[Transcript | ReplyChunk | SpeechChunk | VideoFrame | TurnResult]:
-    """Stream one turn. Exactly one of `audio` / `text` is the user's input."""
-    if (audio is None) == (text is None):
-        raise TurnInputError("give exactly one of audio or text")
+    """Stream one turn. Exactly one of `audio` / `text` / `transcript` is the user's input
+    (`transcript`: already recognised while the user spoke, by live listening)."""
+    if sum(x is not None for x in (audio, text, transcript)) != 1:
+        raise TurnInputError("give exactly one of audio, text or transcript")
     clock = _Clock()
-    if audio is not None:
+    if transcript is not None:
+        check_text(turn, transcript.text)
+    elif audio is not None:
         check_audio(turn, audio)
         transcript = await stages.transcribe(audio)
         clock.marks["asr_s"] = clock.now()
@@ -226,12 +245,15 @@ async def speak(
             elif isinstance(item, SpeechChunk):
                 audio_end = item.end_s
                 start = time.perf_counter()
-                async for frame in stages.render(item, plan.look):
-                    clock.first("first_frame_s")
-                    clock.add("render_s", time.perf_counter() - start)
-                    frames += 1
-                    yield frame
-                    start = time.perf_counter()
+                # aclosing: a turn cancelled mid-sentence (barge-in) stops the render stream
+                # (and its replica) now, not whenever the generator is garbage-collected.
+                async with contextlib.aclosing(stages.render(item, plan.look)) as rendered:
+                    async for frame in rendered:
+                        clock.first("first_frame_s")
+                        clock.add("render_s", time.perf_counter() - start)
+                        frames += 1
+                        yield frame
+                        start = time.perf_counter()
     finally:
         for task in tasks:
             task.cancel()

@@ -1,10 +1,12 @@
 """The storage layer against a real PostgreSQL server that this test starts and stops.
 
 The audit log (`TranscriptStore`), sessions with their history read from it, API keys (hashed,
-revocable) and the version-1 -> 2 migration that added them and session owners, replicas migrating
-the schema at once (advisory lock), and reconnecting after the server drops connections or
-restarts (the pool's pre-ping). SQLite runs the same code in tests/unit/test_persona_store.py
-and tests/unit/test_storage.py.
+revocable) and the migrations from version 1 (keys, session owners, the audit log's guards),
+replicas migrating the schema at once (advisory lock), and reconnecting after the server drops
+connections or restarts (the pool's pre-ping). The audit log's integrity: plpgsql triggers keep
+finished turns final and deletes to recorded erasures; the application role (a member of
+`avatar_app`) can log and finish turns but neither rewrite nor delete them. SQLite runs the same
+code in tests/unit/test_persona_store.py, tests/unit/test_storage.py and test_storage_audit.py.
 
 The server is Debian's `postgresql` (15 here): `initdb` into a fresh temp folder, `pg_ctl start`
 on a free loopback port with its unix socket in that folder, one database, the store tests, then
@@ -15,6 +17,7 @@ folders that user cannot enter. Skipped, with the reason, only where no server c
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -33,13 +36,22 @@ import pytest
 psycopg = pytest.importorskip("psycopg", reason="pip install 'psycopg[binary]'")
 
 from sqlalchemy import text  # noqa: E402
+from sqlalchemy.exc import ProgrammingError  # noqa: E402
 
 from services.core.config import StorageSettings  # noqa: E402
 from services.core.types import ChatMessage, Source  # noqa: E402
+from services.persona.upkeep import AuditUpkeep  # noqa: E402
+from services.storage.audit import PersonaRevokedError  # noqa: E402
 from services.storage.database import open_storage  # noqa: E402
 from services.storage.engine import Database  # noqa: E402
+from services.storage.migrations import SchemaVersionError  # noqa: E402
 from services.storage.schema import SCHEMA_VERSION  # noqa: E402
-from services.storage.transcripts import TranscriptStore, UnknownTurnError  # noqa: E402
+from services.storage.transcripts import (  # noqa: E402
+    ABANDONED,
+    TranscriptStore,
+    TurnFinishedError,
+    UnknownTurnError,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -226,13 +238,25 @@ def test_api_keys_and_session_owners_on_postgres(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         dump = repr(conn.execute("SELECT * FROM api_keys").fetchall())
         assert token.split("_", 2)[2] not in dump and key.key_id in dump
+        _back_to_version_2(conn)
         conn.execute("DROP TABLE api_keys")  # back to version 1
         conn.execute("ALTER TABLE sessions DROP COLUMN tenant, DROP COLUMN owner_key_id")
         conn.execute("DELETE FROM schema_version WHERE version = 2")
     with open_storage(StorageSettings(url=dsn)) as storage:
-        assert storage.db.schema_version == SCHEMA_VERSION == 2
+        assert storage.db.schema_version == SCHEMA_VERSION == 3
         assert storage.sessions.get(session.id).owner_key_id is None
         assert storage.keys.create("acme")[0].tenant == "acme"
+
+
+def _back_to_version_2(conn) -> None:
+    """Undo version 3 (the audit log's guards) on a psycopg connection."""
+    conn.execute("DROP TRIGGER turns_append_only ON turns")
+    conn.execute("DROP TABLE erasures, revocations")
+    conn.execute("DROP FUNCTION avatar_turns_guard, avatar_records_guard")
+    conn.execute("DROP INDEX turns_started")
+    conn.execute("ALTER TABLE turns DROP COLUMN reason")
+    conn.execute("DELETE FROM schema_version")  # a fresh database records only its version
+    conn.execute("INSERT INTO schema_version VALUES (1, now()), (2, now())")
 
 
 def test_user_text_survives_a_replica_dying_mid_turn(dsn: str) -> None:
@@ -317,3 +341,88 @@ def test_reconnects_after_the_server_restarts(server: Server, dsn: str) -> None:
         assert storage.sessions.get(session.id).id == session.id
         texts = [t.user_text for t in storage.transcripts.turns(session_id=session.id)]
     assert texts == ["before the restart", "after the restart"]
+
+
+def _app_role_dsn(server: Server, dsn: str) -> str:
+    """Create the group role the grants go to and a login role in it (as an operator would)."""
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        for statement in (
+            "CREATE ROLE avatar_app NOLOGIN",
+            "CREATE ROLE avatar_router LOGIN IN ROLE avatar_app",
+        ):
+            with contextlib.suppress(psycopg.errors.DuplicateObject):
+                conn.execute(statement)
+    return dsn.replace("postgresql://postgres@", "postgresql://avatar_router@")
+
+
+def test_audit_log_is_append_only_on_postgres(dsn: str) -> None:
+    with open_storage(StorageSettings(url=dsn)) as storage:
+        log = storage.transcripts
+        done = log.begin_turn("maya-castellan", "s1", "Why remote?")
+        log.finish_turn(done, "Since 2019.")
+        running = log.begin_turn("maya-castellan", "s1", "cut off")
+        with pytest.raises(TurnFinishedError):
+            log.finish_turn(done, "again")
+    with psycopg.connect(dsn, autocommit=True) as conn:  # the owner, a superuser even
+        for statement in (
+            "UPDATE turns SET reply = 'rewritten' WHERE status = 'ok'",
+            "DELETE FROM turns",
+            "UPDATE turns SET user_text = 'never said'",
+        ):
+            with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="append-only"):
+                conn.execute(statement)
+    with open_storage(StorageSettings(url=dsn)) as storage:
+        assert storage.transcripts.fail_stale_turns(1e-3) == 1
+        assert storage.transcripts.get(running).reason == ABANDONED
+        assert storage.sessions.export("s1")["turns"][1]["status"] == "error"
+        revocation, deleted = storage.audit.revoke("maya-castellan", reason="withdrawn", by="dpo")
+        assert deleted == 2 and storage.audit.erasures()[0].rows_deleted == 2
+        with pytest.raises(PersonaRevokedError, match="withdrawn"):
+            storage.transcripts.begin_turn("maya-castellan", "s2", "after the revocation")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in ("UPDATE erasures SET rows_deleted = 0", "DELETE FROM revocations"):
+            with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="final"):
+                conn.execute(statement)
+
+
+def test_the_application_role_cannot_rewrite_or_delete_turns(server: Server, dsn: str) -> None:
+    app_dsn = _app_role_dsn(server, dsn)
+    with open_storage(StorageSettings(url=dsn)) as owner:  # migrates, and grants avatar_app
+        old = owner.transcripts.begin_turn(None, "old", "from a replica that died")
+    with psycopg.connect(dsn, autocommit=True) as conn:  # backdated by hand: 1 hour ago
+        conn.execute("ALTER TABLE turns DISABLE TRIGGER turns_append_only")
+        conn.execute("UPDATE turns SET started_at = now() - interval '1 hour'")
+        conn.execute("ALTER TABLE turns ENABLE TRIGGER turns_append_only")
+    with open_storage(StorageSettings(url=app_dsn)) as app:  # the router's role
+        with app.db.read() as conn:
+            assert conn.execute(text("SELECT current_user")).scalar() == "avatar_router"
+        session = app.sessions.create("maya-castellan")
+        turn = app.transcripts.begin_turn("maya-castellan", session.id, "hello")
+        app.transcripts.finish_turn(turn, "hi", timings={"total_s": 0.4})
+        assert app.sessions.history(session.id)[-1].content == "hi"
+        assert app.transcripts.fail_stale_turns(60) == 1  # the router's upkeep works
+        assert app.transcripts.get(old).status == "error"
+        assert not app.audit.can_erase()
+        settings = StorageSettings(url=app_dsn, retention_days=1)
+        AuditUpkeep(app, settings).tick()  # purge skipped (logged), no error
+        with pytest.raises(ProgrammingError, match="permission denied"):
+            app.audit.revoke("maya-castellan", reason="not mine to do", by="router")
+    with psycopg.connect(app_dsn, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="append-only"):
+            conn.execute("UPDATE turns SET reply = 'rewritten', status = 'ok'")
+        for statement in (
+            "DELETE FROM turns",
+            "UPDATE turns SET user_text = 'never said' WHERE status = 'started'",
+            "INSERT INTO erasures (kind, persona_id, requested_by, reason, created_at) "
+            "VALUES ('retention', 'maya-castellan', 'x', 'x', now())",
+            "ALTER TABLE turns DISABLE TRIGGER turns_append_only",
+            "TRUNCATE turns",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+        assert conn.execute("SELECT count(*) FROM turns").fetchone() == (2,)
+    # A schema upgrade is the owner's: the application role says so instead of failing midway.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        _back_to_version_2(conn)
+    with pytest.raises(SchemaVersionError, match="owner's URL"):
+        open_storage(StorageSettings(url=app_dsn))

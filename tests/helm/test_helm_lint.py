@@ -37,6 +37,6 @@ def test_notes_name_each_stage_and_its_pool(helm):
         pytest.skip("this helm (v3) needs a cluster even for install --dry-run=client")
     assert proc.returncode == 0, proc.stderr
     notes = proc.stdout.split("NOTES:", 1)[1]
-    for line in ("asr     whisper    pool speech", "llm     llama_cpp  pool llm"):
+    for line in ("asr     riva       pool speech", "llm     trtllm     pool llm"):
         assert line in notes
     assert "port-forward svc/avatar-avatar-serve-serve 8000:8000" in notes

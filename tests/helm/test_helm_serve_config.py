@@ -123,7 +123,7 @@ def test_app_config_sections_replace_the_profiles_whole_section(helm):
     assert config["personas"] == persona
     # The GPU profile's head3d options (msaa, fps) are gone with the block, not merged in.
     assert config["stages"]["render"] == render_block
-    assert config["stages"]["llm"]["backend"] == "llama_cpp"  # other stages untouched
+    assert config["stages"]["llm"]["backend"] == "trtllm"  # other stages untouched
     render_entry = _entries("gpu", sets)["render"]
     assert render_entry["ray_actor_options"]["resources"] == {"pool_render": 1}
 

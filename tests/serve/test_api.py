@@ -39,7 +39,8 @@ def test_health_and_readiness_report_every_stage(fake_app):
     ready = httpx.get(f"{fake_app}/readyz", timeout=30).json()
     assert ready["ready"] is True
     assert set(ready["stages"]) == {"asr", "llm", "tts", "render"}
-    assert all(s["loaded"] and s["backend"] == "fake" for s in ready["stages"].values())
+    # Without an admin key only the verdicts: no backend names, paths or versions.
+    assert all(s == {"ok": True} for s in ready["stages"].values())
 
 
 def test_each_stage_is_its_own_deployment(fake_app):

@@ -215,6 +215,9 @@ def observed(serve_instance, tmp_path_factory):
         state_dir,
         stages={"asr": ASR, "llm": LLM},
         serve={"llm": LLM_DEPLOYMENT, "tts": TTS_DEPLOYMENT},
+        # Admit past the LLM's one slot, so Serve's own back-pressure (a mid-stream 503, the
+        # `stage_overload` path) is what refuses; admission is tested in test_overload.py.
+        limits={"max_turns_in_flight": 8},
     )
     url = ray_cluster.deploy(config, route_prefix=f"/{APP}")
     targets = [

@@ -49,6 +49,8 @@ def test_a_stage_scales_up_under_load_and_back_down(serve_instance):
             },
             "router": {"max_ongoing_requests": 64, "max_queued_requests": -1},
         },
+        # Admit more turns than tts takes at once: the queue is what makes it scale up.
+        limits={"max_turns_in_flight": 16},
     )
     url = ray_cluster.deploy(config, route_prefix="/scaling")
     assert running_replicas("scaling", "tts") == 1

@@ -253,11 +253,12 @@ def test_a_version_1_database_migrates_to_keys_and_owners(path: Path) -> None:
         conn.execute("DROP TABLE api_keys")
         conn.execute("ALTER TABLE sessions DROP COLUMN tenant")
         conn.execute("ALTER TABLE sessions DROP COLUMN owner_key_id")
-        conn.execute("DELETE FROM schema_version WHERE version = 2")
+        conn.execute("DELETE FROM schema_version")  # a fresh database records only its version
+        conn.execute("INSERT INTO schema_version VALUES (1, '2025-01-01 00:00:00')")
         conn.execute("INSERT INTO sessions VALUES ('old', NULL, 1.0, 9e18)")
     db = Database(path)
     try:
-        assert db.schema_version == SCHEMA_VERSION == 2
+        assert db.schema_version == SCHEMA_VERSION == 3
         store = SessionStore(db, ttl_s=1e30)
         assert store.get("old").owner_key_id is None
         assert KeyStore(db).create("acme")[0].tenant == "acme"

@@ -20,7 +20,7 @@ def test_defaults_are_the_local_cpu_backends():
 
 
 def test_unknown_backend_lists_the_valid_ones():
-    with pytest.raises(ValidationError, match="valid: fake, whisper"):
+    with pytest.raises(ValidationError, match="valid: fake, riva, whisper"):
         AppConfig(stages={"asr": {"backend": "nope"}})
     with pytest.raises(UnknownBackendError, match="valid llm backends"):
         backend_class("llm", "gpt5")

@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 # Inference SDKs and their heavy dependencies. `av` is absent on purpose: it is a core
 # dependency (JPEG frames), present on every machine.
 SDKS = (
+    "riva",
+    "grpc",
     "faster_whisper",
     "ctranslate2",
     "tokenizers",
@@ -28,6 +30,7 @@ SDKS = (
     "torch",
     "accelerate",
     "gguf",
+    "tensorrt_llm",
     "piper",
     "onnxruntime",
     "onnx",

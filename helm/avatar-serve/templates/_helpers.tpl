@@ -115,3 +115,19 @@ profile's `device: cuda` under a stage switched to another backend.
 {{- $config := include "avatar-serve.appConfig" . | fromJson }}
 {{- dig "auth" "bootstrap_key_env" "AVATAR_BOOTSTRAP_KEY" $config }}
 {{- end }}
+
+{{/*
+Graceful drain, in whole seconds: the longest `graceful_shutdown_timeout_s` of the five
+deployments (20 when unset: DeploymentOptions' default) plus 30 s for Ray itself to stop (the
+preStop `ray stop`, Serve's proxy draining). A Ray pod's terminationGracePeriodSeconds, so a
+stopping replica's in-flight turns finish before the kubelet's SIGKILL.
+*/}}
+{{- define "avatar-serve.drainSeconds" -}}
+{{- $blocks := include "avatar-serve.deploymentBlocks" . | fromJson }}
+{{- $longest := 0.0 }}
+{{- range $name := list "asr" "llm" "tts" "render" "router" }}
+{{- $timeout := float64 (dig "serve" "graceful_shutdown_timeout_s" 20 (index $blocks $name)) }}
+{{- if gt $timeout $longest }}{{ $longest = $timeout }}{{ end }}
+{{- end }}
+{{- add (int (ceil $longest)) 30 }}
+{{- end }}

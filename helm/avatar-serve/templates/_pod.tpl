@@ -23,6 +23,8 @@ metadata:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 spec:
+  # in-flight turns finish (Serve's graceful_shutdown_timeout_s) before the kubelet's SIGKILL
+  terminationGracePeriodSeconds: {{ include "avatar-serve.drainSeconds" $root }}
   {{- with $v.imagePullSecrets }}
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import abstractmethod
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from services.core.backend import Backend, BackendError
@@ -18,8 +19,8 @@ from services.core.types import AudioChunk, Transcript
 class ASRBackend(Backend):
     """Speech to text.
 
-    `transcribe` takes the whole utterance (the router buffers a streamed upload until the
-    client marks the end of speech) and returns the transcript with word timings.
+    `transcribe` takes the whole utterance and returns the transcript with word timings;
+    `stream` transcribes one while it is still being spoken (interim, then final).
     """
 
     def transcribe(self, audio: AudioChunk) -> Transcript:
@@ -42,6 +43,22 @@ class ASRBackend(Backend):
         self.load()
         with self._model_lock():
             return self._transcribe(audio)
+
+    def stream(
+        self, chunks: Iterable[AudioChunk], *, interim_every_s: float = 0.5
+    ) -> Iterator[Transcript]:
+        """Transcribe an utterance while it arrives.
+
+        `chunks` are consecutive pieces of one utterance at one sample rate. Yields interim
+        transcripts (`final=False`) as the audio grows, at most one per `interim_every_s` of new
+        audio, then exactly one final transcript (`final=True`) of all of it once `chunks` ends.
+        The default re-decodes the growing buffer with a stable-prefix policy
+        (`services.stages.asr.incremental`), so every batch backend streams; a backend with a
+        native streaming recogniser (Riva) overrides this.
+        """
+        from services.stages.asr.incremental import incremental_stream
+
+        return incremental_stream(self.transcribe, chunks, interim_every_s=interim_every_s)
 
     def _max_audio_s(self) -> float | None:
         """The longest utterance accepted, in seconds; None = no limit."""

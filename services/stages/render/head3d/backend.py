@@ -1,15 +1,16 @@
 """The `head3d` render backend: lifecycle, the GL thread, and frames from the turn timeline.
 
 Per frame, the animation (`animation.py`) gives ARKit weights and a head rotation, and the GL
-scene (`gl.py`) mixes, draws and reads the frame back. This module decides what runs where:
-every GL call on one thread that owns the context, one frame at a time under the backend lock.
+scene (`gl.py`) mixes, draws and reads frames back. Every GL call runs on one thread that owns
+the context (`batcher.py`); frames of concurrent render streams are drawn there in batches, and
+each stream keeps `lookahead` frames queued so the GL thread never waits for a slow consumer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,86 +19,94 @@ from services.core.types import AvatarLook, PhonemeTiming, VideoFrame
 from services.stages.render import animation
 from services.stages.render.base import RenderBackend
 from services.stages.render.gltf import load_head
-from services.stages.render.head3d.gl import GlScene, GpuHead, asset_key, require_moderngl
+from services.stages.render.head3d.batcher import FrameBatcher
+from services.stages.render.head3d.gl import FrameJob, GlScene, asset_key, require_moderngl
 from services.stages.render.head3d.options import HeadRendererOptions
-
-_T = TypeVar("_T")
 
 
 class HeadRenderer(RenderBackend):
     """Lip-synced 3D head rendered offscreen with moderngl.
 
     Any glTF head with ARKit-named morph targets works; looks (skin, background, asset) are
-    per request, GL resources per asset are built on first use and kept. GL calls are
-    serialised: they run on one thread that owns the context, one frame at a time under the
-    backend lock, so a renderer can be driven from any thread and by several streams at once.
+    per request, GL resources per asset are built on first use and kept. A renderer can be
+    driven from any thread and by several streams at once: their frames are queued to the GL
+    thread, which renders up to `max_batch` of them per batch (one framebuffer, one readback)
+    and gives each stream exactly its own frames.
     """
 
     name = "head3d"
     Options = HeadRendererOptions
-    capabilities = Capabilities(streaming=True)
+    capabilities = Capabilities(streaming=True, batching=True)
 
     def __init__(self, options: HeadRendererOptions | None = None) -> None:
         super().__init__(options)
         self.options: HeadRendererOptions
-        self._gl_thread: ThreadPoolExecutor | None = None
+        self._batcher: FrameBatcher[FrameJob, np.ndarray] | None = None
         self._scene: GlScene | None = None
 
     @property
     def fps(self) -> float:
         return float(self.options.fps)
 
-    def _on_gl_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run `fn` on the thread that owns the GL context and wait for it.
-
-        A GL context is current on one thread at a time, and some EGL drivers refuse to make a
-        context current on a second thread at all; so every GL call goes through one worker
-        thread, whichever thread (Ray replica, asyncio executor) asked for the frame.
-        """
-        if self._gl_thread is None:
+    def _gl(self) -> FrameBatcher[FrameJob, np.ndarray]:
+        batcher = self._batcher
+        if batcher is None:
             raise BackendError("head3d renderer is closed")
-        return self._gl_thread.submit(fn, *args).result()
+        return batcher
 
     def _load(self) -> None:
         require_moderngl()  # fail here with the install hint, not on the GL thread
         # Fail on a bad default asset before creating any GL state.
         load_head(self.options.asset_path)
-        self._gl_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="head3d-gl")
-        self._scene = GlScene(self.options)
+        scene = GlScene(self.options)
+        batcher = FrameBatcher(
+            scene.draw_batch,
+            max_batch=self.options.max_batch,
+            wait_s=self.options.batch_wait_ms / 1000,
+            name="head3d-gl",
+        )
         try:
-            self._on_gl_thread(self._open_scene)
+            batcher.call(self._open_scene, scene)
         except BaseException:
-            self._on_gl_thread(self._scene.release)
-            self._gl_thread.shutdown(wait=True)
-            self._gl_thread = None
-            self._scene = None
+            batcher.call(scene.release)
+            batcher.close()
             raise
+        batcher.max_batch = scene.max_batch  # what the driver's framebuffer size allows
+        self._scene, self._batcher = scene, batcher
 
-    def _open_scene(self) -> None:
-        self._scene.open()
-        self._scene.head(self.options.asset_path)
+    def _open_scene(self, scene: GlScene) -> None:
+        scene.open()
+        scene.head(self.options.asset_path)
 
     def close(self) -> None:
         with self._lock:
-            if self._gl_thread is not None:
-                self._on_gl_thread(self._scene.release)
-                self._gl_thread.shutdown(wait=True)
-                self._gl_thread = None
+            if self._batcher is not None:
+                self._batcher.call(self._scene.release)
+                self._batcher.close()
+                self._batcher = None
                 self._scene = None
             super().close()
 
     def health(self) -> dict[str, Any]:
         info = super().health()
         with self._lock:
-            scene = self._scene
-            if scene is not None and scene.ctx is not None:
+            scene, batcher = self._scene, self._batcher
+            if scene is not None and batcher is not None and scene.ctx is not None:
                 info["gl_renderer"] = scene.gl_renderer
+                info["antialias"] = self.options.antialias
+                info["max_batch"] = scene.max_batch
+                info.update(batcher.stats())
                 head = scene.heads.get(asset_key(self.options.asset_path))
                 if head is not None:
                     info["asset"] = head.asset.path
                     info["vertices"] = head.asset.vertex_count
                     info["missing_blendshapes"] = list(head.asset.missing_blendshapes)
         return info
+
+    def batch_stats(self) -> dict[str, Any]:
+        """Batches rendered since load: `batches`, `batched_frames`, `largest_batch`, and
+        `batch_sizes` (size -> count)."""
+        return self._gl().stats()
 
     def _frames(
         self,
@@ -111,8 +120,8 @@ class HeadRenderer(RenderBackend):
         indices = animation.frame_indices(start_s, end_s, self.fps)
         if not len(indices):
             return
-        with self._lock:
-            self._on_gl_thread(self._gpu_head, asset_path)  # a bad asset fails before any frame
+        gl = self._gl()
+        gl.call(self._scene.head, asset_path)  # a bad asset fails before any frame
         times = np.array(indices, dtype=np.float64) / self.fps
         frames = animation.animate(
             times,
@@ -121,19 +130,21 @@ class HeadRenderer(RenderBackend):
             seed=self.options.seed,
             mouth_gain=self.options.mouth_gain,
         )
-        for index, pts, anim in zip(indices, times, frames, strict=True):
-            # The lock is held per frame, not across the yield, so a slow consumer of one stream
-            # never blocks other streams on this replica.
-            with self._lock:
-                rgb = self._on_gl_thread(self._draw, asset_path, anim, look)
-            yield VideoFrame(index=index, pts_s=float(pts), rgb=rgb, blendshapes=anim.blendshapes)
+        pending: deque = deque()
+        try:
+            for index, pts, anim in zip(indices, times, frames, strict=True):
+                pending.append((index, pts, anim, gl.submit(FrameJob(asset_path, anim, look))))
+                if len(pending) >= self.options.lookahead:
+                    yield self._frame(*pending.popleft())
+            while pending:
+                yield self._frame(*pending.popleft())
+        finally:
+            # A consumer that stops early leaves no frames to render for nobody.
+            for *_, future in pending:
+                future.cancel()
 
-    # Both run on the GL thread, under the backend lock (so the scene cannot close meanwhile).
-
-    def _gpu_head(self, path: str | None) -> GpuHead:
-        return self._scene.head(path)
-
-    def _draw(
-        self, asset_path: str | None, anim: animation.FrameAnimation, look: AvatarLook
-    ) -> np.ndarray:
-        return self._scene.draw(self._scene.head(asset_path), anim, look)
+    @staticmethod
+    def _frame(index: int, pts: float, anim: animation.FrameAnimation, future) -> VideoFrame:
+        return VideoFrame(
+            index=index, pts_s=float(pts), rgb=future.result(), blendshapes=anim.blendshapes
+        )

@@ -118,3 +118,98 @@ DEPTH_FRAGMENT_SHADER = """
 out vec4 f_color;
 void main() { f_color = vec4(1.0); }
 """
+
+# -- post passes over a batch atlas (see `targets.py`) ---------------------------------------
+# Frames of a batch are tiles stacked vertically in one framebuffer; a post pass runs once over
+# the used tiles and must never read across a tile's edge (that is another session's frame).
+
+POST_VERTEX_SHADER = """
+#version 330
+void main() {  // one triangle that covers the viewport, no vertex buffer
+    vec2 p = vec2(float((gl_VertexID & 1) << 2) - 1.0, float((gl_VertexID & 2) << 1) - 1.0);
+    gl_Position = vec4(p, 0.0, 1.0);
+}
+"""
+
+# FXAA in its classic compact form (Lottes' FXAA "PC" preset as popularised for WebGL): the
+# luma of the four diagonal neighbours gives the edge direction, and an edge pixel is replaced
+# by a blend of two or four taps along the edge. It runs as two passes. llvmpipe shades 4x4
+# blocks as SIMD vectors and runs both sides of every branch, so a one-pass FXAA pays the
+# blend on every pixel (+6 ms a 512x512 frame); but it skips a block that fails an early depth
+# test. So two passes: MARK copies the frame and writes depth 0 on edge pixels (4-8% of the
+# 4x4 blocks of a face), 1 elsewhere; BLEND (depth test >) runs only on the edge blocks. On a
+# 512x512 frame MARK costs ~3 ms and BLEND ~0.4 ms of CPU (three passes that mark by discard
+# instead of gl_FragDepth measured no better).
+FXAA_FRAGMENT_SHADER = """
+#version 330
+uniform sampler2D u_image;
+uniform vec2 u_size;   // atlas size in pixels
+uniform int u_tile_h;  // height of one tile
+out vec4 f_color;
+const vec3 LUMA = vec3(0.299, 0.587, 0.114);
+const float REDUCE_MIN = 1.0 / 128.0;
+const float REDUCE_MUL = 1.0 / 8.0;
+const float SPAN_MAX = 8.0;
+ivec2 lo;
+ivec2 hi;
+float luma_at(ivec2 q) { return dot(texelFetch(u_image, clamp(q, lo, hi), 0).rgb, LUMA); }
+vec3 tap(vec2 px) {
+    return textureLod(u_image, clamp(px, vec2(lo) + 0.5, vec2(hi) + 0.5) / u_size, 0.0).rgb;
+}
+void main() {
+    ivec2 q = ivec2(gl_FragCoord.xy);
+    lo = ivec2(0, (q.y / u_tile_h) * u_tile_h);  // never read across the tile's edge
+    hi = ivec2(int(u_size.x) - 1, lo.y + u_tile_h - 1);
+    vec3 rgb_m = texelFetch(u_image, q, 0).rgb;
+    float nw = luma_at(q + ivec2(-1, -1));
+    float ne = luma_at(q + ivec2(1, -1));
+    float sw = luma_at(q + ivec2(-1, 1));
+    float se = luma_at(q + ivec2(1, 1));
+    float m = dot(rgb_m, LUMA);
+    float luma_min = min(m, min(min(nw, ne), min(sw, se)));
+    float luma_max = max(m, max(max(nw, ne), max(sw, se)));
+#ifdef MARK
+    f_color = vec4(rgb_m, 1.0);
+    gl_FragDepth = luma_max - luma_min < max(1.0 / 16.0, luma_max / 8.0) ? 1.0 : 0.0;
+#else
+    vec2 p = gl_FragCoord.xy;
+    vec2 dir = vec2(-((nw + ne) - (sw + se)), (nw + sw) - (ne + se));
+    float reduce = max((nw + ne + sw + se) * 0.25 * REDUCE_MUL, REDUCE_MIN);
+    float rcp_min = 1.0 / (min(abs(dir.x), abs(dir.y)) + reduce);
+    dir = clamp(dir * rcp_min, vec2(-SPAN_MAX), vec2(SPAN_MAX));
+    vec3 a = 0.5 * (tap(p + dir * (1.0 / 3.0 - 0.5)) + tap(p + dir * (2.0 / 3.0 - 0.5)));
+    vec3 b = a * 0.5 + 0.25 * (tap(p - dir * 0.5) + tap(p + dir * 0.5));
+    float luma_b = dot(b, LUMA);
+    f_color = vec4((luma_b < luma_min || luma_b > luma_max) ? a : b, 1.0);
+#endif
+}
+"""
+
+
+def with_define(source: str, name: str) -> str:
+    """`source` with `#define name` after its `#version` line."""
+    head, _, body = source.lstrip().partition("\n")
+    return f"{head}\n#define {name}\n{body}"
+
+
+# Multisample resolve as a pass, so a batch resolves only the tiles it used (a framebuffer blit
+# would resolve the whole atlas); the box filter is what a driver's resolve does. The driver may
+# allocate more samples than asked (llvmpipe has only 4x): average all that the texture holds.
+RESOLVE_FRAGMENT_SHADER = """
+#version 330
+#extension GL_ARB_shader_texture_image_samples : enable
+uniform sampler2DMS u_image;
+uniform int u_samples;  // as asked, for drivers that cannot say what they allocated
+out vec4 f_color;
+void main() {
+#ifdef GL_ARB_shader_texture_image_samples
+    int samples = textureSamples(u_image);
+#else
+    int samples = u_samples;
+#endif
+    ivec2 p = ivec2(gl_FragCoord.xy);
+    vec4 sum = vec4(0.0);
+    for (int s = 0; s < samples; s++) { sum += texelFetch(u_image, p, s); }
+    f_color = sum / float(samples);
+}
+"""

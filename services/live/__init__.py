@@ -1,0 +1,1 @@
+"""Live listening: voice activity, endpointing and barge-in for a streamed microphone."""
