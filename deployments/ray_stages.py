@@ -37,8 +37,8 @@ class RayStages:
     async def synthesize(self, text: str, voice: str | None, speed: float) -> SpeechChunk:
         return await _cancellable(self.tts.synthesize.remote(text, voice, speed))
 
-    async def render(self, speech: SpeechChunk, look: AvatarLook | None):
-        stream = self.renderer.options(stream=True).render.remote(speech, look)
+    async def render(self, speech: SpeechChunk, look: AvatarLook | None, video: str = "jpeg"):
+        stream = self.renderer.options(stream=True).render.remote(speech, look, video)
         try:
             async for frame in stream:
                 yield frame

@@ -28,6 +28,7 @@ from services.core.types import (
     Transcript,
     VideoFrame,
 )
+from services.stages.render.h264 import encode_h264
 from services.stages.render.jpeg import to_jpeg
 from services.turn.orchestrator import llm_sentences
 
@@ -132,13 +133,19 @@ class RenderDeployment(StageDeployment):
     stage = "render"
 
     async def render(
-        self, speech: SpeechChunk, look: AvatarLook | None
+        self, speech: SpeechChunk, look: AvatarLook | None, video: str = "jpeg"
     ) -> AsyncIterator[VideoFrame]:
         with self.call():
             start, frames = time.perf_counter(), 0
-            encoded = iterate_in_thread(
-                lambda: map(to_jpeg, self.backend.render(speech, look=look))
-            )
+            fps = self.backend.fps
+
+            def encode():
+                rendered = self.backend.render(speech, look=look)
+                if video == "h264":  # one stream per sentence, starting with a keyframe
+                    return encode_h264(rendered, fps)
+                return map(to_jpeg, rendered)
+
+            encoded = iterate_in_thread(encode)
             async for frame in encoded:
                 frames += 1
                 yield frame

@@ -57,7 +57,8 @@ def add_client(app: FastAPI) -> None:
         # Under a route prefix the page is `/prefix`: its relative URLs need `/prefix/`.
         path = request.scope.get("root_path", "") + request.scope.get("path", "/")
         if not path.endswith("/"):
-            return RedirectResponse(path + "/", status_code=307)
+            query = f"?{request.url.query}" if request.url.query else ""
+            return RedirectResponse(f"{path}/{query}", status_code=307)
         return FileResponse(WEB_DIR / "index.html", headers=_NO_CACHE)
 
     @app.get(

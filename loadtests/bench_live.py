@@ -110,7 +110,7 @@ def load_clips(folder: Path) -> list[Clip]:
 
 async def live_session(connect, clips: list[Clip], args, label: str) -> list[dict[str, Any]]:
     """One session: a warm-up turn (cut after its first frame), then the measured turns."""
-    client = LiveClient(await connect(), RATE)
+    client = LiveClient(await connect(), RATE, video=args.video)
     try:
         await client.open()
         progress(f"{label}: session open, warm-up turn")
@@ -305,6 +305,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clips", type=Path, help="folder of question WAVs (+ .txt); default: "
                    "the benchmark questions spoken by Piper")  # fmt: skip
     p.add_argument("--size", type=int, default=512, help="frame width and height")
+    p.add_argument("--video", choices=("jpeg", "h264"), default="jpeg",
+                   help="frames as JPEG or as one H.264 stream per sentence")  # fmt: skip
     p.add_argument("--max-tokens", type=int, default=60, help="LLM token cap per reply")
     p.add_argument("--config", type=Path, default=LOCAL_CONFIG, help="app config YAML")
     p.add_argument("--out", type=Path, help="also write the JSON here")
@@ -351,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                 "size": [render.width, render.height],
                 "fps": render.fps,
                 "antialias": getattr(render, "antialias", None),
+                "video": args.video,
             },
             "live": config.live.model_dump(),
         },  # fmt: skip

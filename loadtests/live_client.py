@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from services.server.media import KIND_AUDIO, KIND_JPEG, unpack
+from services.server.media import KIND_AUDIO, KIND_H264, KIND_JPEG, unpack
 
 FRAME_S = 0.02
 # A sender this far behind real time (a stalled event loop) restarts its clock: it does not
@@ -135,7 +135,7 @@ class WebSocketTransport:
 @dataclass(frozen=True)
 class Received:
     """One message as the client got it. `kind` is the JSON event's type, or `media_audio` /
-    `media_jpeg` for binary media (then `t_s` is its place on the reply's timeline)."""
+    `media_frame` for binary media (then `t_s` is its place on the reply's timeline)."""
 
     t: float
     kind: str
@@ -158,7 +158,7 @@ def classify(message: str | bytes, t: float) -> Received:
     header; text as a JSON event)."""
     if isinstance(message, bytes):
         kind, _index, _seq, t_s, _payload = unpack(message)
-        names = {KIND_AUDIO: "media_audio", KIND_JPEG: "media_jpeg"}
+        names = {KIND_AUDIO: "media_audio", KIND_JPEG: "media_frame", KIND_H264: "media_frame"}
         return Received(t, names.get(kind, f"media_{kind}"), len(message), t_s=t_s)
     data = json.loads(message)
     kind = data.get("type", "?") if isinstance(data, dict) else "?"
@@ -185,7 +185,8 @@ class LiveClient:
         sample_rate: of the PCM16 frames sent.
     """
 
-    def __init__(self, transport, sample_rate: int = 16000) -> None:
+    def __init__(self, transport, sample_rate: int = 16000, video: str = "jpeg") -> None:
+        self.video = video
         self.transport, self.sample_rate = transport, sample_rate
         self.frame_bytes = 2 * int(round(sample_rate * FRAME_S))
         self.log: list[Received] = []
@@ -199,7 +200,8 @@ class LiveClient:
     async def open(self, timeout_s: float = 60.0) -> None:
         """`start` (binary media) and `listen` (16-bit PCM, VAD); then the microphone runs."""
         self._tasks.append(asyncio.create_task(self._receive()))
-        await self.transport.send(json.dumps({"type": "start", "media": "binary"}))
+        start = {"type": "start", "media": "binary", "video": self.video}
+        await self.transport.send(json.dumps(start))
         session = self.log[await self.wait_for(lambda e: e.kind in ("session", "error"), 0,
                                                timeout_s)]  # fmt: skip
         if session.kind == "error":

@@ -93,7 +93,7 @@ async def warm_up(client: LiveClient, clip: Clip, timeout_s: float = 120.0) -> N
     start, played = await _play(client, clip)
     t_end = await played.last_voiced
     final = await client.wait_for(lambda e: e.final_transcript and e.t >= t_end, start, timeout_s)
-    await client.wait_for(lambda e: e.kind in ("media_jpeg", *END_KINDS), final + 1, timeout_s)
+    await client.wait_for(lambda e: e.kind in ("media_frame", *END_KINDS), final + 1, timeout_s)
     await client.send_json({"type": "interrupt"})
     with contextlib.suppress(TimeoutError):
         await client.wait_for(lambda e: e.kind in END_KINDS, final + 1, 10.0)
@@ -132,9 +132,9 @@ async def run_turns(
                 raise RuntimeError(f"error event: {client.log[final].data.get('reason')}")
             if span.barge_in:
                 first = await client.wait_for(
-                    lambda e: e.kind in ("media_jpeg", *END_KINDS), final + 1, timeout_s
+                    lambda e: e.kind in ("media_frame", *END_KINDS), final + 1, timeout_s
                 )
-                if client.log[first].kind == "media_jpeg":
+                if client.log[first].kind == "media_frame":
                     await asyncio.sleep(inject_after_s)
                     queued = await _play(client, clips[(i + 1) % len(clips)])
                     span.t_inject = await queued[1].first_voiced
@@ -193,7 +193,7 @@ def analyse_turn(log: Sequence[Received], span: TurnSpan) -> dict[str, Any]:
     def first(kind: str) -> Received | None:
         return next((e for e in after if e.kind == kind), None)
 
-    meta, audio, jpeg = first("audio"), first("media_audio"), first("media_jpeg")
+    meta, audio, jpeg = first("audio"), first("media_audio"), first("media_frame")
     r.update(ttfa_meta_s=_since(meta and meta.t, t0), ttfa_s=_since(audio and audio.t, t0),
              ttff_s=_since(jpeg and jpeg.t, t0))  # fmt: skip
     media = [e for e in after if e.media]
@@ -205,7 +205,7 @@ def analyse_turn(log: Sequence[Received], span: TurnSpan) -> dict[str, Any]:
     if media and last.kind == "done":
         span_s = last.t - media[0].t
         total = sum(e.size for e in after)
-        video = sum(e.size for e in after if e.kind == "media_jpeg")
+        video = sum(e.size for e in after if e.kind == "media_frame")
         if span_s > 0:
             r["bytes_per_s"] = round(total / span_s)
             r["video_bytes_per_s"] = round(video / span_s)

@@ -115,7 +115,8 @@ class VideoFrame:
     """One rendered frame shown at `pts_s` on the turn timeline.
 
     In process a frame carries raw RGB uint8 (H, W, 3); a render replica sends it JPEG-encoded
-    (`jpeg`, with `size` = (width, height)) so frames cross the network at ~1/50 the bytes.
+    (`jpeg`, with `size` = (width, height)) so frames cross the network at ~1/50 the bytes, or
+    as H.264 (`h264`) for live clients that asked for video (~1/3 of the JPEG bytes again).
     """
 
     index: int
@@ -124,6 +125,10 @@ class VideoFrame:
     blendshapes: dict[str, float] = field(default_factory=dict)
     jpeg: bytes | None = None
     size: tuple[int, int] | None = None
+    # Or one H.264 access unit (Annex-B) of the sentence's stream; `keyframe`: a decoder can
+    # start here (each sentence's stream starts with one).
+    h264: bytes | None = None
+    keyframe: bool = False
 
     @property
     def width(self) -> int:

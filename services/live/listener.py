@@ -6,8 +6,10 @@ of the stages, in process or a Ray replica — in the background:
 - while the user speaks, the growing utterance is re-decoded every `interim_every_s`, at most
   one decode at a time, and sent as interim `transcript` events (`final: false`);
 - when speech pauses (`SilenceBegan`) the final decode starts at once, speculatively, while the
-  hangover runs: if the pause turns out to be the end of the turn the transcript is ready about
-  when the turn ends, instead of one whole ASR pass later; if speech resumes it is discarded;
+  hangover runs, and as soon as it is done the turn itself starts (`on_speculate`) with its
+  output held back: if the pause turns out to be the end of the turn, the reply is already
+  being written when the turn ends (`on_utterance` then releases it); if speech resumes, both
+  are discarded (`on_retract`);
 - speech confirmed while the avatar is speaking (the stricter barge-in onset) cuts the reply.
 In push-to-talk mode there is no endpointing: everything between the first frame and
 `end_of_speech` is the utterance.
@@ -79,11 +81,14 @@ class Listener:
         on_utterance: Callable[[Transcript], Awaitable[None]],
         speaking: Callable[[], bool],
         on_barge_in: Callable[[], Awaitable[None]],
+        on_speculate: Callable[[Transcript], Awaitable[None]] | None = None,
+        on_retract: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.transcribe, self.settings, self.sample_rate = transcribe, settings, sample_rate
         self.push_to_talk = push_to_talk
         self.emit, self.on_utterance = emit, on_utterance
         self.speaking, self.on_barge_in = speaking, on_barge_in
+        self.on_speculate, self.on_retract = on_speculate, on_retract
         self.detector = (
             None if push_to_talk else TurnDetector(shared_vad(), settings, sample_rate=sample_rate)
         )
@@ -152,10 +157,14 @@ class Listener:
             # Start the final decode now: the hangover hides its cost if the user is done.
             task = self._spawn(self._decode(event.audio))
             self._final = (len(event.audio.samples), task)
+            if self.on_speculate is not None:
+                self._spawn(self._speculate(task))
         elif isinstance(event, SpeechResumed):
             if self._final is not None:
                 self._final[1].cancel()
                 self._final = None
+                if self.on_retract is not None:
+                    await self.on_retract()
         elif isinstance(event, SpeechStopped):
             await self.emit(
                 {
@@ -199,6 +208,12 @@ class Listener:
         text = " ".join(stable + tail)
         if text:
             await self.emit({"type": "transcript", "text": text, "final": False})
+
+    async def _speculate(self, decoding: asyncio.Task) -> None:
+        transcript = await decoding
+        # Still the pause it was decoded for (speech did not resume meanwhile)?
+        if self._final is not None and self._final[1] is decoding and transcript.text.strip():
+            await self.on_speculate(transcript)
 
     async def _decode(self, audio: AudioChunk) -> Transcript:
         start = time.perf_counter()

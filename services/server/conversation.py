@@ -50,6 +50,7 @@ class Interruption:
     interrupted: bool = False
     spoken: str = ""
     played_s: float = 0.0
+    discarded: bool = False  # a reply started on a pause and dropped: the user went on
     _held: tuple[Callable[..., None], str, dict[str, Any]] | None = None
 
     def hold(self, finish: Callable[..., None], reply: str, timings: dict[str, Any]) -> None:
@@ -61,7 +62,9 @@ class Interruption:
             return
         finish, reply, timings = self._held
         self._held = None
-        if self.interrupted:
+        if self.discarded:
+            finish(reply, timings, status="cancelled")
+        elif self.interrupted:
             finish(self.spoken, {**timings, "played_s": self.played_s}, status="interrupted")
         else:
             finish(reply, timings)
@@ -208,7 +211,7 @@ class Conversation:
             raise ApiError(410, str(exc)) from None
 
     async def greeting_events(
-        self, session: Session, *, wire: Callable[[Any], Any] = event_json
+        self, session: Session, *, wire: Callable[[Any], Any] = event_json, video: str = "jpeg"
     ) -> AsyncIterator[Any]:
         """The session-start turn of a persona: it introduces itself as an AI (spoken too)."""
         if self.personas is None or session.persona_id is None:
@@ -220,7 +223,7 @@ class Conversation:
             yield error_event(exc)
             return
         with ticket:
-            async for event in speak(self.stages, self.turn, turns.greeting()):
+            async for event in speak(self.stages, self.turn, turns.greeting(), video=video):
                 yield wire(event)
 
     def admit(
@@ -261,6 +264,7 @@ class Conversation:
         *,
         wire: Callable[[Any], Any] = event_json,
         cut: Interruption | None = None,
+        video: str = "jpeg",
     ) -> AsyncIterator[Any]:
         """Stream one turn as wire events; errors become a final `error` event.
 
@@ -284,6 +288,7 @@ class Conversation:
                 audio=request.audio,
                 text=request.text,
                 transcript=request.transcript,
+                video=video,
                 history=history,
                 planner=turns,
             ):

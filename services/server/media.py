@@ -7,11 +7,15 @@ audio `start_s`, frame `pts_s`), so cancelling the turn stops the media within o
 client never buffers more than the lead.
 
 Binary media messages carry a 16-byte little-endian header, then the payload:
-  u8 kind (1 = PCM16 mono audio, 2 = JPEG frame), u8 flags (0), u16 sentence index,
+  u8 kind (1 = PCM16 mono audio, 2 = JPEG frame, 3 = H.264 access unit, Annex-B),
+  u8 flags (bit 0: an H.264 keyframe: a decoder can start here), u16 sentence index,
   u32 sequence (audio: first sample's offset in the sentence; frame: frame index),
   f64 timeline seconds (audio: when the piece starts playing; frame: its pts_s).
 Audio sample rate, sentence duration and phoneme timings arrive first in the JSON `audio` event
-(with `"binary": true` and no `pcm16_b64`); the frame size in the `session` event.
+(with `"binary": true` and no `pcm16_b64`); the frame size in the `session` event. H.264 (a
+session started with `"video": "h264"`) is one stream per sentence starting with a keyframe
+(SPS/PPS in-band); a `video` event {codec, width, height} precedes the first frame of a reply
+(`codec` is what WebCodecs' `VideoDecoder.configure` takes).
 """
 
 from __future__ import annotations
@@ -30,20 +34,26 @@ import numpy as np
 from services.core.audio import pcm16
 from services.core.types import ReplyChunk, SpeechChunk, VideoFrame
 from services.server.events import event_json
+from services.stages.render.h264 import avc_codec_string
 from services.stages.render.jpeg import to_jpeg
 
 HEADER = struct.Struct("<BBHId")
-KIND_AUDIO, KIND_JPEG = 1, 2
+KIND_AUDIO, KIND_JPEG, KIND_H264 = 1, 2, 3
+FLAG_KEYFRAME = 1
 
 
-def pack(kind: int, index: int, seq: int, t_s: float, payload: bytes) -> bytes:
-    return HEADER.pack(kind, 0, index & 0xFFFF, seq & 0xFFFFFFFF, t_s) + payload
+def pack(kind: int, index: int, seq: int, t_s: float, payload: bytes, flags: int = 0) -> bytes:
+    return HEADER.pack(kind, flags, index & 0xFFFF, seq & 0xFFFFFFFF, t_s) + payload
 
 
 def unpack(message: bytes) -> tuple[int, int, int, float, bytes]:
     """(kind, sentence index, sequence, timeline seconds, payload) of a binary media message."""
     kind, _flags, index, seq, t_s = HEADER.unpack_from(message)
     return kind, index, seq, t_s, message[HEADER.size :]
+
+
+def flags_of(message: bytes) -> int:
+    return message[1]
 
 
 @dataclass
@@ -74,6 +84,7 @@ class Playout:
         binary: media as binary messages (live clients) or as the JSON events with base64.
         lead_s: how far ahead of playback media may be sent.
         audio_piece_s: audio is sent in pieces of this length, so a cut stops it promptly.
+        held: queue but send nothing until `release` (a reply started speculatively).
     """
 
     def __init__(
@@ -84,6 +95,7 @@ class Playout:
         lead_s: float = 0.3,
         audio_piece_s: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
+        held: bool = False,
     ) -> None:
         self.send, self.binary, self.lead_s = send, binary, lead_s
         self.audio_piece_s, self.clock = audio_piece_s, clock
@@ -94,8 +106,12 @@ class Playout:
         self._heap: list[_Item] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
+        self._released = asyncio.Event()
+        if not held:
+            self._released.set()
         self._closed = False
         self._sentences: dict[int, _Spoken] = {}
+        self._video_announced = False
         self._sender = asyncio.create_task(self._run())
 
     # -- producer side ---------------------------------------------------------------------
@@ -106,6 +122,11 @@ class Playout:
             spoken.start_s, spoken.end_s = event.start_s, event.end_s
             self._queue_audio(event)
         elif isinstance(event, VideoFrame):
+            if event.h264 is not None and not self._video_announced:
+                self._video_announced = True
+                codec = avc_codec_string(event.h264) or "avc1.42c01e"
+                self._push(_NOW, {"type": "video", "codec": codec,
+                                  "width": event.width, "height": event.height})  # fmt: skip
             self._push(event.pts_s, self._frame_message(event))
         else:
             if isinstance(event, ReplyChunk):
@@ -133,6 +154,9 @@ class Playout:
             self._push(t, message, audio_end_s=end)
 
     def _frame_message(self, frame: VideoFrame) -> Any:
+        if frame.h264 is not None:
+            flags = FLAG_KEYFRAME if frame.keyframe else 0
+            return pack(KIND_H264, 0, frame.index, frame.pts_s, frame.h264, flags)
         frame = to_jpeg(frame)
         if not self.binary:
             return event_json(frame)
@@ -148,7 +172,16 @@ class Playout:
             return self.clock()  # nothing plays yet, or not media: send now
         return self.started_at + item.t_s - self.lead_s
 
+    def release(self) -> None:
+        """Start sending a playout created `held` (a speculative reply the user now wants)."""
+        self._released.set()
+
+    @property
+    def held(self) -> bool:
+        return not self._released.is_set()
+
     async def _run(self) -> None:
+        await self._released.wait()
         while True:
             if not self._heap:
                 if self._closed:

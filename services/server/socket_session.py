@@ -1,10 +1,13 @@
 """One WebSocket conversation: the message protocol, independent of Ray.
 
 Client -> server (text messages are JSON objects with a "type"):
-  {"type": "start", "persona_id"?, "session_id"?, "media"?: "json"|"binary"}
+  {"type": "start", "persona_id"?, "session_id"?, "media"?: "json"|"binary",
+   "video"?: "jpeg"|"h264"}
         open or resume a session; a persona then greets (and discloses it is an AI) aloud.
         "binary": audio and frames arrive as binary messages paced to playback
         (`services.server.media`); "json" (default): base64 inside JSON events, unpaced.
+        "video": "h264" (binary media only) sends frames as H.264 instead of JPEG (~1/3 the
+        bytes).
   {"type": "listen", "sample_rate": 16000, "mode"?: "vad"|"push_to_talk"}
         live microphone: every later binary message is raw 16-bit mono PCM (20-40 ms frames).
         "vad": the server finds where the user starts and stops speaking; "push_to_talk":
@@ -71,7 +74,9 @@ class SocketSession:
         self.audio: bytearray | None = None
         self.audio_format = ("file", 0)
         self.binary_media = False
+        self.video = "jpeg"
         self.listener: Listener | None = None
+        self.speculative: Transcript | None = None  # what a held reply answers
         self.reply: asyncio.Task | None = None  # the turn being spoken
         self.playout: Playout | None = None
         self.cut: Interruption | None = None
@@ -180,20 +185,25 @@ class SocketSession:
             raise ApiError(422, f"unknown message type {kind!r}")
 
     async def start(self, msg: dict[str, Any]) -> None:
-        media = msg.get("media", "json")
+        media, video = msg.get("media", "json"), msg.get("video", "jpeg")
         if media not in ("json", "binary"):
             raise ApiError(422, "media must be json or binary")
+        if video not in ("jpeg", "h264") or (video == "h264" and media != "binary"):
+            raise ApiError(422, 'video must be jpeg or h264 (h264 needs "media": "binary")')
         resume = check_id(msg.get("session_id"), "session_id")
         persona_id = check_id(msg.get("persona_id"), "persona_id")
         await self.stop_reply(None)
-        self.binary_media = media == "binary"
+        self.binary_media, self.video = media == "binary", video
         if resume:
             self.session = self.conversation.session(resume, self.principal)
         else:
             self.session = self.conversation.open_session(persona_id, self.principal)
         await self.send(self.conversation.session_event(self.session))
         if not resume and self.session.persona_id is not None:  # a persona greets
-            self.speak(self.conversation.greeting_events(self.session, wire=self._wire))
+            greeting = self.conversation.greeting_events(
+                self.session, wire=self._wire, video=self.video
+            )
+            self.speak(greeting)
 
     async def listen(self, msg: dict[str, Any]) -> None:
         rate, mode = msg.get("sample_rate"), msg.get("mode", "vad")
@@ -210,19 +220,46 @@ class SocketSession:
             push_to_talk=mode == "push_to_talk",
             emit=self.send,
             on_utterance=self._utterance,
-            speaking=lambda: self.reply is not None and not self.reply.done(),
+            speaking=self._speaking,
             on_barge_in=lambda: self.stop_reply("barge_in"),
+            on_speculate=self._speculate,
+            on_retract=self._retract,
         )
         await self.send({"type": "listening", "sample_rate": rate, "mode": mode})
 
+    def _speaking(self) -> bool:
+        """Whether the avatar is talking (a held, speculative reply is not yet)."""
+        reply, playout = self.reply, self.playout
+        return reply is not None and not reply.done() and playout is not None and not playout.held
+
+    async def _speculate(self, transcript: Transcript) -> None:
+        """The user paused: start answering what they said so far, output held back."""
+        try:
+            await self.turn(TurnInput(transcript=transcript), held=True)
+            self.speculative = transcript
+        except ApiError:
+            pass  # refused (a limit): the real turn, if it comes, will say so
+
+    async def _retract(self) -> None:
+        """The user went on speaking: drop the reply started on their pause."""
+        self.speculative = None
+        if self.playout is not None and self.playout.held:
+            await self.stop_reply(None)
+
     async def _utterance(self, transcript: Transcript) -> None:
         """The listener heard a whole utterance: it is the next turn."""
+        held, self.speculative = self.speculative, None
+        playout, reply = self.playout, self.reply
+        same = held is not None and held.text == transcript.text
+        if same and playout is not None and playout.held and reply is not None and not reply.done():
+            playout.release()  # the pause was the end of the turn: the reply is under way
+            return
         try:
             await self.turn(TurnInput(transcript=transcript))
         except ApiError as exc:  # refused (a limit, overload): say so, keep listening
             await self.send_error(exc.status, exc.reason, **getattr(exc, "extra", {}))
 
-    async def turn(self, request: TurnInput) -> None:
+    async def turn(self, request: TurnInput, *, held: bool = False) -> None:
         if self.binary_media or self.listener is not None:
             await self.stop_reply("new_turn")  # a live client moved on: cut the reply
         elif self.reply is not None:
@@ -232,21 +269,24 @@ class SocketSession:
             self.session = self.conversation.open_session(None, self.principal)
             await self.send(self.conversation.session_event(self.session))
         cut = Interruption()
-        events = self.conversation.turn_events(self.session, request, wire=self._wire, cut=cut)
-        self.speak(events, cut)
+        events = self.conversation.turn_events(
+            self.session, request, wire=self._wire, cut=cut, video=self.video
+        )
+        self.speak(events, cut, held=held)
 
     def _wire(self, event: Any) -> Any:
         # Binary clients get the pipeline objects (the playout packs them); JSON clients
         # the JSON events, as on HTTP.
         return event if self.binary_media else event_json(event)
 
-    def speak(self, events, cut: Interruption | None = None) -> None:
+    def speak(self, events, cut: Interruption | None = None, *, held: bool = False) -> None:
         """Run a reply (a turn's or the greeting's events) in the background, paced."""
         playout = Playout(
             self.send,
             binary=self.binary_media,
             lead_s=self.live.media_lead_s if self.binary_media else float("inf"),
             audio_piece_s=self.live.audio_piece_s,
+            held=held,
         )
         self.playout = playout
 
@@ -255,7 +295,7 @@ class SocketSession:
         async def run() -> None:
             async with contextlib.aclosing(events) as stream:
                 async for event in stream:
-                    if isinstance(event, VideoFrame) and event.jpeg is None:
+                    if isinstance(event, VideoFrame) and event.rgb is not None:
                         # In process frames come raw: encode off the event loop, which must
                         # keep reading the microphone (VAD, barge-in) and pacing media.
                         event = await asyncio.to_thread(to_jpeg, event)
@@ -282,6 +322,10 @@ class SocketSession:
         task, playout = self.reply, self.playout
         if task is None or task.done() or playout is None:
             return
+        if playout.held:
+            reason = None  # nothing of it was sent: nothing to tell the client
+            if self.cut is not None:
+                self.cut.discarded = True
         position = await playout.cancel()
         if played_s is not None:
             position = min(position, played_s)  # the client knows better what it has played

@@ -82,7 +82,11 @@ class Stages(Protocol):
 
     async def synthesize(self, text: str, voice: str | None, speed: float) -> SpeechChunk: ...
 
-    def render(self, speech: SpeechChunk, look: AvatarLook | None) -> AsyncIterator[VideoFrame]: ...
+    def render(
+        self, speech: SpeechChunk, look: AvatarLook | None, video: str = "jpeg"
+    ) -> AsyncIterator[VideoFrame]:
+        """Frames of one sentence; `video` "h264": H.264 access units instead of JPEG/RGB."""
+        ...
 
 
 def llm_sentences(
@@ -188,6 +192,7 @@ async def run_turn(
     history: Sequence[ChatMessage] = (),
     planner: Planner | None = None,
     transcript: Transcript | None = None,
+    video: str = "jpeg",
 ) -> AsyncIterator[Transcript | ReplyChunk | SpeechChunk | VideoFrame | TurnResult]:
     """Stream one turn. Exactly one of `audio` / `text` / `transcript` is the user's input
     (`transcript`: already recognised while the user spoke, by live listening)."""
@@ -206,7 +211,8 @@ async def run_turn(
     if not transcript.text.strip():
         raise TurnInputError("no speech was recognised in the audio")
     plan = (planner or (lambda t, h: default_plan(turn, t, h)))(transcript.text, history)
-    async for event in speak(stages, turn, plan, transcript=transcript, clock=clock, audio=audio):
+    spoken = speak(stages, turn, plan, transcript=transcript, clock=clock, audio=audio, video=video)
+    async for event in spoken:
         yield event
 
 
@@ -218,6 +224,7 @@ async def speak(
     transcript: Transcript | None = None,
     clock: _Clock | None = None,
     audio: AudioChunk | None = None,
+    video: str = "jpeg",
 ) -> AsyncIterator[ReplyChunk | SpeechChunk | VideoFrame | TurnResult]:
     """Say what `plan` says: reply sentences, their speech and frames, then the `TurnResult`.
 
@@ -247,7 +254,8 @@ async def speak(
                 start = time.perf_counter()
                 # aclosing: a turn cancelled mid-sentence (barge-in) stops the render stream
                 # (and its replica) now, not whenever the generator is garbage-collected.
-                async with contextlib.aclosing(stages.render(item, plan.look)) as rendered:
+                rendering = stages.render(item, plan.look, video)
+                async with contextlib.aclosing(rendering) as rendered:
                     async for frame in rendered:
                         clock.first("first_frame_s")
                         clock.add("render_s", time.perf_counter() - start)

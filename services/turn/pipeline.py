@@ -25,6 +25,7 @@ from services.core.types import (
 from services.stages.asr.base import ASRBackend
 from services.stages.llm.base import LLMBackend
 from services.stages.render.base import RenderBackend
+from services.stages.render.h264 import encode_h264
 from services.stages.tts.base import TTSBackend
 from services.turn.orchestrator import (
     Planner,
@@ -60,7 +61,14 @@ class LocalStages:
     async def synthesize(self, text: str, voice: str | None, speed: float) -> SpeechChunk:
         return await asyncio.to_thread(self.tts.synthesize, text, voice=voice, speed=speed)
 
-    def render(self, speech: SpeechChunk, look: AvatarLook | None) -> AsyncIterator[VideoFrame]:
+    def render(
+        self, speech: SpeechChunk, look: AvatarLook | None, video: str = "jpeg"
+    ) -> AsyncIterator[VideoFrame]:
+        if video == "h264":  # encoded here, in the worker thread, like a render replica does
+            fps = self.renderer.fps
+            return iterate_in_thread(
+                lambda: encode_h264(self.renderer.render(speech, look=look), fps)
+            )
         return iterate_in_thread(lambda: self.renderer.render(speech, look=look))
 
 

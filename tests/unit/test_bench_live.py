@@ -39,7 +39,7 @@ def test_classify_parses_binary_headers_and_json():
     audio = classify(pack(KIND_AUDIO, 2, 3200, 1.25, b"\0" * 640), t=5.0)
     assert (audio.kind, audio.t_s, audio.size, audio.media) == ("media_audio", 1.25, 656, True)
     frame = classify(pack(KIND_JPEG, 0, 7, 0.28, b"jpeg"), t=5.1)
-    assert frame.kind == "media_jpeg" and frame.t_s == pytest.approx(0.28)
+    assert frame.kind == "media_frame" and frame.t_s == pytest.approx(0.28)
     text = json.dumps({"type": "transcript", "text": "hi", "final": False})
     interim = classify(text, t=6.0)
     assert interim.kind == "transcript" and not interim.final_transcript

@@ -82,11 +82,11 @@ class Counting:
         finally:
             self.in_flight -= 1
 
-    async def render(self, speech, look):
+    async def render(self, speech, look, video="jpeg"):
         self.calls["render"] += 1
         self.in_flight += 1
         try:
-            async for frame in self.inner.render(speech, look):
+            async for frame in self.inner.render(speech, look, video):
                 yield frame
         finally:
             self.in_flight -= 1
@@ -269,3 +269,68 @@ def test_live_protocol_errors_are_events(live):
     statuses = [e["status"] for e in ws.events("error")]
     assert statuses == [409, 422, 422, 422, 409, 422, 422]
     assert ws.events("listening")
+
+
+def test_h264_video_is_one_decodable_stream_per_sentence(live):
+    import av
+
+    from services.server.media import FLAG_KEYFRAME, KIND_H264
+
+    conversation, _, _ = live
+
+    async def run():
+        ws = MemorySocket()
+        task = asyncio.create_task(_session(conversation, ws).run())
+        ws.text({"type": "start", "media": "binary", "video": "h264"})
+        ws.text({"type": "text", "text": "Tell me something."})
+        await _until(lambda: ws.events("done"))
+        ws.inbox.put_nowait({"type": "websocket.disconnect"})
+        await task
+        return ws
+
+    ws = asyncio.run(run())
+    video = ws.events("video")
+    assert len(video) == 1 and video[0]["codec"].startswith("avc1.")
+    units = [m for t, m in ws.sent if isinstance(m, bytes) and m[0] == KIND_H264]
+    assert units and units[0][1] & FLAG_KEYFRAME  # a decoder can start at the first one
+    assert not [m for m in ws.media() if m[1][0] == KIND_JPEG]
+    decoder = av.CodecContext.create("h264", "r")
+    decoded = [f for u in units for f in decoder.decode(av.Packet(unpack(u)[4]))]
+    decoded += decoder.decode(None)
+    assert len(decoded) == len(units)
+    assert (decoded[0].width, decoded[0].height) == (video[0]["width"], video[0]["height"])
+    index = [i for i, e in enumerate(ws.sent) if isinstance(e[1], dict) and e[1]["type"] == "video"]
+    assert index[0] < ws.sent.index(next(e for e in ws.sent if e[1] is units[0]))
+
+
+def test_a_reply_started_on_a_pause_is_dropped_if_the_user_goes_on(live):
+    conversation, stages, storage = live
+    pause = np.zeros(int(0.25 * 16000), np.float32)  # shorter than the 400 ms hangover
+
+    async def run():
+        ws = MemorySocket()
+        socket = _session(conversation, ws, end_silence_ms=400)
+        task = asyncio.create_task(socket.run())
+        ws.text({"type": "start", "media": "binary"})
+        ws.text({"type": "listen", "sample_rate": 16000})
+        await _play(ws, np.zeros(4000, np.float32))
+        await _play(ws, _speech("What do you think"))
+        await _play(ws, pause)
+        await _play(ws, _speech("about working from home?"))
+        stopped_at = len(ws.sent)
+        await _play(ws, np.zeros(16000, np.float32))
+        await _until(lambda: ws.events("done"))
+        ws.inbox.put_nowait({"type": "websocket.disconnect"})
+        await task
+        return ws, stopped_at
+
+    ws, stopped_at = asyncio.run(run())
+    kinds = [m["type"] if isinstance(m, dict) else "media" for _, m in ws.sent]
+    assert kinds.count("speech_stopped") == 1 and kinds.count("done") == 1
+    assert "interrupted" not in kinds  # a held reply was never heard: nothing to take back
+    # Nothing of a reply reaches the client before the user's turn has ended.
+    first_reply = min(kinds.index(k) for k in ("reply", "media") if k in kinds)
+    assert kinds.index("speech_stopped") < first_reply
+    session_id = ws.events("session")[0]["session_id"]
+    statuses = [r.status for r in storage.transcripts.turns(session_id=session_id)]
+    assert statuses[-1] == "ok" and set(statuses[:-1]) <= {"cancelled"}, (statuses, kinds)

@@ -5,15 +5,14 @@
 // the server's (`interrupted`) or the Stop button's (`interrupt` with what has played). A lost
 // socket reconnects with backoff and resumes the session by its id.
 
-import { Mic, MIC_RATE } from "./mic.js";
+import { Mic, MIC_RATE, SentClock } from "./mic.js";
 import { fetchPersonas } from "./personas.js";
-import { KIND_AUDIO, KIND_JPEG, Player, Turn, unpack } from "./player.js";
+import { KIND_AUDIO, KIND_H264, KIND_JPEG, Player, Turn, h264Supported, unpack } from "./player.js";
 import * as ui from "./ui.js";
 
 const KEY_STORE = "avatar-serve.api-key";
 const MAX_RETRIES = 8;
-const FRAME_S = 0.02;
-const RING = 4096; // send times of the last 80 s of microphone frames
+const CUT_REASONS = { client: "stopped", barge_in: "you spoke", new_turn: "a new question" };
 
 // Counters the end-to-end test reads (and a curious user in the console).
 const stats = (window.avatarStats = {
@@ -29,7 +28,7 @@ const state = {
   mode: "vad", listening: false, pttHeld: false,
   turn: null, turnSeq: 0, user: null, lastUserText: null,
   stopping: false, stopAt: null, bargeCutAt: null, stoppedAt: null,
-  framesFed: 0, frameTimes: new Float64Array(RING),
+  sent: new SentClock(), video: "jpeg",
 };
 // For the end-to-end test: which session this page is in, and a way to lose the connection.
 window.avatarClient = {
@@ -70,7 +69,7 @@ function open() {
   ws.binaryType = "arraybuffer";
   state.ws = ws;
   ws.onopen = () => {
-    const start = { type: "start", media: "binary" };
+    const start = { type: "start", media: "binary", video: state.video };
     state.resuming = Boolean(state.sessionId);
     if (state.sessionId) start.session_id = state.sessionId;
     else if (state.persona) start.persona_id = state.persona.id;
@@ -120,9 +119,8 @@ function onEvent(ev) {
     case "session":
       state.sessionId = ev.session_id;
       state.retries = 0;
-      if (state.resuming) stats.resumed++;
-      if (state.resuming) ui.status("Reconnected: the conversation goes on.", "info");
-      else ui.status("Connected. Say something.", "info");
+      stats.resumed += state.resuming ? 1 : 0;
+      ui.status(state.resuming ? "Reconnected: the conversation goes on." : "Connected. Say something.");
       state.resuming = false;
       if (player && ev.fps) player.frameS = 1 / ev.fps;
       ui.setDisclosure(ev.disclosure, state.persona);
@@ -130,7 +128,7 @@ function onEvent(ev) {
       break;
     case "listening":
       state.listening = true;
-      state.framesFed = 0; // the server's stream timeline starts at the next frame
+      state.sent.reset(); // the server's stream timeline starts at the next frame
       ui.status(state.mode === "vad" ? "Listening (hands-free)." : "Hold the button to talk.");
       break;
     case "speech_started":
@@ -154,6 +152,9 @@ function onEvent(ev) {
       turn.sentence(ev.index).start_s = ev.start_s;
       break;
     }
+    case "video":
+      if (player) player.configureVideo(ev);
+      break;
     case "done":
       onDone(ev);
       break;
@@ -224,6 +225,7 @@ function onMedia(buf) {
   const turn = currentTurn();
   if (m.kind === KIND_AUDIO) player.audio(turn, m.index, m.t, buf);
   else if (m.kind === KIND_JPEG) player.frame(turn, m.t, buf);
+  else if (m.kind === KIND_H264) player.h264(turn, m.t, m.flags, buf);
 }
 
 function onDone(ev) {
@@ -234,13 +236,8 @@ function onDone(ev) {
   stats.chips += ui.addChips(turn, meta.sources, documents);
   if (!turn.sentences.size && ev.reply) ui.addSentence(turn, ev.reply);
   stats.turns++;
-  endTurn(null);
-}
-
-/** When the microphone sent the sample at `t_s` of the server's stream timeline. */
-function sentAt(t_s) {
-  const k = Math.floor(t_s / FRAME_S);
-  return k >= 0 && k < state.framesFed && state.framesFed - k <= RING ? state.frameTimes[k % RING] : null;
+  // Stopped here just as the server finished sending it: the reply was still cut short.
+  endTurn(turn.cut ? "interrupted" : null, turn.cut ? "interrupted (stopped)" : null);
 }
 
 function onSpeechStarted(ev) {
@@ -249,7 +246,7 @@ function onSpeechStarted(ev) {
   const cut = state.bargeCutAt;
   state.bargeCutAt = null;
   if (cut === null || typeof ev.t_s !== "number") return;
-  const onset = sentAt(ev.t_s);
+  const onset = state.sent.at(ev.t_s);
   if (onset !== null && onset <= cut) ui.hud("stop", cut - onset);
 }
 
@@ -260,7 +257,7 @@ function onInterrupted(ev) {
   state.stopping = false;
   state.stopAt = null;
   stats.interrupted++;
-  const who = ev.reason === "client" ? "stopped" : ev.reason === "barge_in" ? "you spoke" : ev.reason;
+  const who = CUT_REASONS[ev.reason] || ev.reason;
   if (turn) endTurn("interrupted", `interrupted (${who}) after ${ev.played_s.toFixed(1)} s`);
   else if (player) player.flush(null);
 }
@@ -290,8 +287,7 @@ function onMicFrame(pcm, lvl) {
   if (!ws || ws.readyState !== WebSocket.OPEN || !state.listening) return;
   if (state.mode === "push_to_talk" && !state.pttHeld) return;
   ws.send(pcm);
-  state.frameTimes[state.framesFed % RING] = performance.now();
-  state.framesFed++;
+  state.sent.add();
   stats.micFrames++;
 }
 
@@ -336,6 +332,10 @@ async function connect() {
       onFirstFrame: (turn) => turn.stoppedAt && ui.hud("ttff", turn.firstFrameAt - turn.stoppedAt),
     });
     mic = new Mic(ctx, onMicFrame);
+    // H.264 (WebCodecs) is a third of JPEG's bytes; `?video=jpeg` asks for JPEG anyway.
+    const asked = new URLSearchParams(location.search).get("video");
+    state.video = asked || ((await h264Supported()) ? "h264" : "jpeg");
+    stats.video = state.video;
     setInterval(() => ui.hudFrames(stats), 500);
   }
   await ctx.resume();

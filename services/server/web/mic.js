@@ -45,3 +45,30 @@ export class Mic {
     this.stream = this.node = this.source = null;
   }
 }
+
+/**
+ * When each microphone frame was sent: the server stamps speech with seconds on the stream it
+ * received (0 = the first frame after `listen`), and this maps them back to this page's clock.
+ */
+export class SentClock {
+  constructor(size = 4096) {
+    this.times = new Float64Array(size); // the last 80 s of 20 ms frames
+    this.count = 0;
+  }
+
+  reset() {
+    this.count = 0;
+  }
+
+  add() {
+    this.times[this.count % this.times.length] = performance.now();
+    this.count += 1;
+  }
+
+  /** performance.now() when the frame holding stream second `t_s` was sent, or null. */
+  at(t_s) {
+    const k = Math.floor((t_s * 1000) / FRAME_MS);
+    const kept = k >= 0 && k < this.count && this.count - k <= this.times.length;
+    return kept ? this.times[k % this.times.length] : null;
+  }
+}

@@ -9,6 +9,7 @@
 
 export const KIND_AUDIO = 1;
 export const KIND_JPEG = 2;
+export const KIND_H264 = 3; // an Annex-B access unit; flags bit 0: a keyframe
 const HEADER_BYTES = 16;
 const START_LEAD_S = 0.12; // buffer before a reply's first sample: absorbs network jitter
 const REBUFFER_S = 0.1; // when a piece arrives after its time: wait this much more, once
@@ -18,10 +19,18 @@ export function unpack(buf) {
   const v = new DataView(buf);
   return {
     kind: v.getUint8(0),
+    flags: v.getUint8(1),
     index: v.getUint16(2, true),
     seq: v.getUint32(4, true),
     t: v.getFloat64(8, true),
   };
+}
+
+/** Whether this browser decodes the server's H.264 (WebCodecs; secure contexts only). */
+export async function h264Supported() {
+  if (!window.VideoDecoder) return false;
+  const probe = { codec: "avc1.42c01e", codedWidth: 384, codedHeight: 384 };
+  return VideoDecoder.isConfigSupported(probe).then((r) => r.supported, () => false);
 }
 
 /** One reply of the avatar: its timeline anchor, sentences and latency marks. */
@@ -61,6 +70,11 @@ export class Player {
     this.turns = new Set(); // turns with captions still to reveal
     this.lastEnd = 0; // context time when all scheduled audio has played
     this.frameS = 1 / 25;
+    this.decoder = null; // H.264: a WebCodecs VideoDecoder, configured by the `video` event
+    this.videoConfig = null;
+    this.decoding = new Map(); // chunk timestamp -> {turn, pts}
+    this.chunkSeq = 0;
+    this.needKey = true;
     const loop = () => {
       this.tick();
       requestAnimationFrame(loop);
@@ -141,19 +155,63 @@ export class Player {
     this.anchor(turn, t);
     const blob = new Blob([new Uint8Array(buf, HEADER_BYTES)], { type: "image/jpeg" });
     createImageBitmap(blob).then(
-      (bmp) => {
-        if (turn.cut || turn.t0 + t < this.now() - this.frameS) {
-          bmp.close(); // decoded after its moment: drop it
-          this.stats.framesDropped++;
-          return;
-        }
-        const item = { turn, pts: t, bmp };
-        let i = this.frames.length;
-        while (i > 0 && this.due(this.frames[i - 1]) > this.due(item)) i--;
-        this.frames.splice(i, 0, item);
-      },
+      (bmp) => this.queue(turn, t, bmp),
       () => this.stats.framesBad++,
     );
+  }
+
+  /** The `video` event: the codec and size of the H.264 frames that follow. */
+  configureVideo(ev) {
+    const config = {
+      codec: ev.codec, codedWidth: ev.width, codedHeight: ev.height, optimizeForLatency: true,
+    };
+    if (this.decoder && JSON.stringify(config) === JSON.stringify(this.videoConfig)) return;
+    if (!this.decoder) {
+      this.decoder = new VideoDecoder({
+        output: (vf) => this.decoded(vf),
+        error: () => {
+          this.stats.framesBad++;
+          this.decoder = null; // rebuilt by the next `video` event
+        },
+      });
+    }
+    this.videoConfig = config;
+    this.decoder.configure(config);
+    this.needKey = true;
+  }
+
+  h264(turn, t, flags, buf) {
+    this.stats.framesReceived++;
+    const key = (flags & 1) === 1;
+    if (turn.cut || !this.decoder || this.decoder.state !== "configured" || (this.needKey && !key)) {
+      this.stats.framesDropped++; // a decoder starts at a keyframe: each sentence begins with one
+      return;
+    }
+    this.needKey = false;
+    this.anchor(turn, t);
+    const timestamp = ++this.chunkSeq; // unique across replies, whose pts all start at 0
+    this.decoding.set(timestamp, { turn, pts: t });
+    const data = new Uint8Array(buf, HEADER_BYTES);
+    this.decoder.decode(new EncodedVideoChunk({ type: key ? "key" : "delta", timestamp, data }));
+  }
+
+  decoded(vf) {
+    const meta = this.decoding.get(vf.timestamp);
+    this.decoding.delete(vf.timestamp);
+    this.queue(meta && meta.turn, meta && meta.pts, vf);
+  }
+
+  /** A decoded frame (ImageBitmap or VideoFrame) waits for its moment, unless it has passed. */
+  queue(turn, t, bmp) {
+    if (!turn || turn.cut || turn.t0 + t < this.now() - this.frameS) {
+      bmp.close(); // decoded after its moment: drop it
+      this.stats.framesDropped++;
+      return;
+    }
+    const item = { turn, pts: t, bmp };
+    let i = this.frames.length;
+    while (i > 0 && this.due(this.frames[i - 1]) > this.due(item)) i--;
+    this.frames.splice(i, 0, item);
   }
 
   due(item) {
@@ -186,9 +244,11 @@ export class Player {
   }
 
   draw({ turn, bmp }) {
-    if (this.canvas.width !== bmp.width || this.canvas.height !== bmp.height) {
-      this.canvas.width = bmp.width;
-      this.canvas.height = bmp.height;
+    const width = bmp.displayWidth || bmp.width; // a VideoFrame, or an ImageBitmap
+    const height = bmp.displayHeight || bmp.height;
+    if (this.canvas.width !== width || this.canvas.height !== height) {
+      this.canvas.width = width;
+      this.canvas.height = height;
     }
     this.g.drawImage(bmp, 0, 0);
     bmp.close();
@@ -213,6 +273,13 @@ export class Player {
     for (const f of this.frames) f.bmp.close();
     this.frames = [];
     this.turns.clear();
+    if (this.decoder && this.decoder.state !== "closed" && this.videoConfig) {
+      // Drop what is being decoded; the next sentence starts with a keyframe.
+      this.decoder.reset();
+      this.decoder.configure(this.videoConfig);
+      this.decoding.clear();
+      this.needKey = true;
+    }
     this.lastEnd = this.ctx.currentTime;
     if (turn) turn.cut = true;
     return played;

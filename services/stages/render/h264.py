@@ -14,12 +14,15 @@ At 512x512 and 25 fps a talking head costs ~0.5 Mbit/s with the defaults (~41 dB
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
 import av
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from services.core.types import VideoFrame
 
 NVENC, X264 = "h264_nvenc", "libx264"
 
@@ -194,3 +197,28 @@ def avc_codec_string(annexb: bytes) -> str | None:
         if annexb[start] & 0x1F == 7:  # sequence parameter set
             profile, constraints, level = annexb[start + 1 : start + 4]
             return f"avc1.{profile:02x}{constraints:02x}{level:02x}"
+
+
+def encode_h264(
+    frames: Iterable[VideoFrame], fps: float, options: H264Options | None = None
+) -> Iterator[VideoFrame]:
+    """Encode rendered RGB frames as one H.264 stream that starts with a keyframe: what a
+    render replica sends for one sentence when the client asked for video. Each frame comes
+    out as its access unit (`VideoFrame.h264`), same index and pts; an odd-sized frame loses
+    its last row/column (H.264 needs even sizes)."""
+    encoder: H264Encoder | None = None
+    for frame in frames:
+        rgb = frame.rgb
+        if rgb is None:
+            raise ValueError("encode_h264 needs raw RGB frames")
+        height, width = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
+        if encoder is None:
+            encoder = H264Encoder(width, height, fps, options)
+        for packet in encoder.encode(rgb[:height, :width]):
+            yield VideoFrame(
+                index=frame.index,
+                pts_s=frame.pts_s,
+                h264=packet.data,
+                keyframe=packet.keyframe,
+                size=(width, height),
+            )
