@@ -70,6 +70,8 @@ def stop() -> None:
     import ray
     from ray import serve
 
+    if not ray.is_initialized():
+        return  # stopped already: serve.shutdown() would start a new Ray just to stop it
     try:
         serve.shutdown()
     finally:

@@ -197,29 +197,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_serve(config: AppConfig, clips: list[Clip], args, folder: Path) -> list[dict[str, Any]]:
+def start_serve(config: AppConfig, folder: Path) -> str:
+    """Ray and the app, started before this process loads any model: Ray forks helpers, and a
+    fork of a process full of model threads (onnxruntime, llama.cpp) can deadlock."""
     from deployments import ray_cluster
 
     progress("serve: starting Ray and the app (a minute or two)")
-    try:
-        url = ray_cluster.start(config_for_run(config, folder, free_port()))
-        progress(f"serve: running at {url}")
-        ws = url.replace("http://", "ws://", 1) + "/v1/session"
-        return asyncio.run(
-            live_session(lambda: WebSocketTransport.connect(ws), clips, args, "serve")
-        )
-    finally:
-        ray_cluster.stop()
+    url = ray_cluster.start(config_for_run(config, folder, free_port()))
+    progress(f"serve: running at {url}")
+    return url
+
+
+def run_serve(url: str, clips: list[Clip], args) -> list[dict[str, Any]]:
+    ws = url.replace("http://", "ws://", 1) + "/v1/session"
+    return asyncio.run(live_session(lambda: WebSocketTransport.connect(ws), clips, args, "serve"))
 
 
 # --- the run ------------------------------------------------------------------------------------
 
 
-def run(args, clips: list[Clip], config: AppConfig, folder: Path) -> dict[str, dict[str, Any]]:
-    """Each variant's summary and turns; the in-process ones first (one set of models), then
-    Serve (its replicas load their own)."""
+def run(
+    args, clips: list[Clip], config: AppConfig, folder: Path, serve_url: str | None
+) -> dict[str, dict[str, Any]]:
+    """Each variant's summary and turns: Serve (already started; its replicas load their own
+    models), then the in-process ones (one set of models)."""
     variants = [v for v in VARIANTS if v in args.variants]
     results: dict[str, dict[str, Any]] = {}
+    if serve_url is not None:
+        from deployments import ray_cluster
+
+        records = run_serve(serve_url, clips, args)
+        results["serve"] = {"summary": summarise(records), "turns": records}
+        ray_cluster.stop()  # idle replicas would still take CPU from the in-process runs
     if {"inproc", "floor"} & set(variants):
         from services.turn.pipeline import Pipeline
 
@@ -240,9 +249,6 @@ def run(args, clips: list[Clip], config: AppConfig, folder: Path) -> dict[str, d
                 results["floor"] = {"summary": summarise_floor(records), "turns": records}
         finally:
             pipeline.close()
-    if "serve" in variants:
-        records = run_serve(config, clips, args, folder)
-        results["serve"] = {"summary": summarise(records), "turns": records}
     return results
 
 
@@ -263,6 +269,8 @@ def over_floor(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 # The issue's targets on this 2-core CPU (TTFF on Ray Serve; the others per live variant).
+# Barge-in stop is as the issue defines it: injected speech -> the last media message sent
+# (`barge_in.last_media_s`); `barge_in.stop_s` (-> the `interrupted` event) is reported too.
 TARGETS = {"ttff_s": ("p50", 1.1), "barge_in_stop_s": ("p95", 0.25), "server_rtf": ("p50", 0.6),
            "video_mbit_per_s": ("p50", 1.5)}  # fmt: skip
 
@@ -275,7 +283,7 @@ def against_targets(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         s = result["summary"]
         got = {
             "ttff_s": s["ttff_s"]["p50"],
-            "barge_in_stop_s": s["barge_in"]["stop_s"]["p95"],
+            "barge_in_stop_s": s["barge_in"]["last_media_s"]["p95"],
             "server_rtf": s["server_rtf"]["p50"],
             "video_mbit_per_s": s["video_mbit_per_s_p50"],
         }
@@ -327,12 +335,19 @@ def main(argv: list[str] | None = None) -> int:
     config = bench_config(args.config, args.size, args.max_tokens)
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
         folder = Path(tmp)
-        if args.clips:
-            clips = load_clips(args.clips)
-        else:
-            progress("synthesising the questions with Piper")
-            clips = synthesize_clips(config, folder / "clips")
-        results = run(args, clips, config, folder)
+        from deployments import ray_cluster
+
+        serve_url = start_serve(config, folder) if "serve" in args.variants else None
+        try:
+            if args.clips:
+                clips = load_clips(args.clips)
+            else:
+                progress("synthesising the questions with Piper")
+                clips = synthesize_clips(config, folder / "clips")
+            results = run(args, clips, config, folder, serve_url)
+        finally:
+            if serve_url is not None:
+                ray_cluster.stop()
     render = config.stage("render").options
     report = {
         "benchmark": "live",

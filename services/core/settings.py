@@ -95,6 +95,13 @@ class LiveSettings(_Strict):
         description="Confident speech needed to interrupt the avatar while it speaks (a cough "
         "must not)",
     )
+    barge_in_pause_ms: int = Field(
+        96,
+        ge=0,
+        le=3000,
+        description="Pause the avatar's media after this much confident speech over it, before "
+        "the barge-in is confirmed (resumed if it was a cough); 0 = off",
+    )
     interim_every_s: float = Field(
         0.5, ge=0.1, le=10.0, description="Re-decode the growing utterance this often (interims)"
     )

@@ -127,6 +127,14 @@ class Endpointer:
         return self._state in (_SPEECH, _HANGOVER)
 
     @property
+    def onset_confident_ms(self) -> float:
+        """Confident speech (>= `barge_in_threshold`) in an onset not yet confirmed as a turn;
+        0 outside one. Lets a caller pause the avatar on a likely barge-in before it is sure."""
+        if self._state != _ONSET:
+            return 0.0
+        return self._cand_confident * WINDOW * 1000.0 / VAD_RATE
+
+    @property
     def time_s(self) -> float:
         """Stream time of the audio seen so far."""
         return self._end / VAD_RATE

@@ -83,12 +83,15 @@ class Listener:
         on_barge_in: Callable[[], Awaitable[None]],
         on_speculate: Callable[[Transcript], Awaitable[None]] | None = None,
         on_retract: Callable[[], Awaitable[None]] | None = None,
+        on_pause: Callable[[bool], None] | None = None,
     ) -> None:
         self.transcribe, self.settings, self.sample_rate = transcribe, settings, sample_rate
         self.push_to_talk = push_to_talk
         self.emit, self.on_utterance = emit, on_utterance
         self.speaking, self.on_barge_in = speaking, on_barge_in
         self.on_speculate, self.on_retract = on_speculate, on_retract
+        self.on_pause = on_pause
+        self._paused = False
         self.detector = (
             None if push_to_talk else TurnDetector(shared_vad(), settings, sample_rate=sample_rate)
         )
@@ -113,8 +116,23 @@ class Listener:
         self.detector.avatar_speaking = self.speaking()
         for event in self.detector.feed_pcm16(data):
             await self._on_event(event)
+        self._pause_if_cut_in()
         if self.detector.in_turn:
             self._maybe_interim(self.detector.utterance_audio())
+
+    def _pause_if_cut_in(self) -> None:
+        """Hold the avatar's media while an onset over it may become a barge-in: the cut then
+        costs only the rest of the confirmation, not a stream of media meanwhile."""
+        pause_ms = self.settings.barge_in_pause_ms
+        if self.on_pause is None or not pause_ms:
+            return
+        likely = (
+            self.detector.avatar_speaking
+            and self.detector.endpointer.onset_confident_ms >= pause_ms
+        )
+        if likely != self._paused:
+            self._paused = likely
+            self.on_pause(likely)
 
     async def end_of_speech(self) -> None:
         """Push-to-talk released (in VAD mode: the client says the user is done)."""

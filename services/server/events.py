@@ -3,6 +3,8 @@
 Server -> client events, one JSON object each, in order of availability:
   {"type": "session", "session_id", "persona_id"}              (WebSocket start / HTTP first)
   {"type": "transcript", "text", "words": [{word, start_s, end_s}]}
+  {"type": "plan", "kind", "sources": [{id, source, title, text, score}, ...]}
+                                                               (persona turns: the citations)
   {"type": "reply", "index", "text"}                           (one per sentence)
   {"type": "audio", "index", "start_s", "duration_s", "sample_rate",
    "pcm16_b64", "phonemes": [[phoneme, start_s, end_s], ...]}  (mono 16-bit PCM)
@@ -23,7 +25,7 @@ import numpy as np
 from services.core.audio import pcm16
 from services.core.types import ReplyChunk, SpeechChunk, Transcript, VideoFrame
 from services.stages.render.jpeg import to_jpeg
-from services.turn.orchestrator import TurnResult
+from services.turn.orchestrator import TurnPlanned, TurnResult
 
 
 def event_json(event: Any) -> dict[str, Any]:
@@ -60,6 +62,8 @@ def event_json(event: Any) -> dict[str, Any]:
             "height": frame.height,
             "jpeg_b64": base64.b64encode(frame.jpeg).decode(),
         }
+    if isinstance(event, TurnPlanned):
+        return {"type": "plan", "kind": event.kind, "sources": list(event.sources)}
     if isinstance(event, TurnResult):
         return {
             "type": "done",

@@ -109,6 +109,8 @@ class Playout:
         self._released = asyncio.Event()
         if not held:
             self._released.set()
+        self._unpaused = asyncio.Event()
+        self._unpaused.set()
         self._closed = False
         self._sentences: dict[int, _Spoken] = {}
         self._video_announced = False
@@ -180,6 +182,13 @@ class Playout:
     def held(self) -> bool:
         return not self._released.is_set()
 
+    def pause(self, paused: bool) -> None:
+        """Stop sending for now (the user may be cutting in), or go on (it was a cough)."""
+        if paused:
+            self._unpaused.clear()
+        else:
+            self._unpaused.set()
+
     async def _run(self) -> None:
         await self._released.wait()
         while True:
@@ -198,6 +207,9 @@ class Playout:
                 await asyncio.wait({waiter}, timeout=wait)
                 waiter.cancel()
                 continue
+            if not self._unpaused.is_set():
+                await self._unpaused.wait()
+                continue  # due times moved on while paused: look again
             heapq.heappop(self._heap)
             await self._send(item)
 

@@ -224,6 +224,7 @@ class SocketSession:
             on_barge_in=lambda: self.stop_reply("barge_in"),
             on_speculate=self._speculate,
             on_retract=self._retract,
+            on_pause=lambda paused: self.playout is not None and self.playout.pause(paused),
         )
         await self.send({"type": "listening", "sample_rate": rate, "mode": mode})
 

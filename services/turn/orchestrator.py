@@ -6,8 +6,9 @@ Stages overlap: the LLM releases a sentence as soon as it is complete, TTS synth
 the LLM goes on, and frames for each speech chunk stream out while the next sentence is being
 synthesised. The first frame exists after ASR + first sentence + its speech + one frame.
 
-`run_turn` yields, in order of availability: the `Transcript`, `ReplyChunk`s, `SpeechChunk`s,
-`VideoFrame`s, and finally one `TurnResult` with the timings.
+`run_turn` yields, in order of availability: the `Transcript`, for a persona a `TurnPlanned`
+(its sources), `ReplyChunk`s, `SpeechChunk`s, `VideoFrame`s, and finally one `TurnResult` with
+the timings.
 """
 
 from __future__ import annotations
@@ -59,6 +60,15 @@ class TurnPlan:
 
 
 Planner = Callable[[str, Sequence[ChatMessage]], TurnPlan]
+
+
+@dataclass(frozen=True)
+class TurnPlanned:
+    """A persona turn was planned: what kind of answer, grounded on which statements. Sent
+    before the reply, so a client can show the citations while the sentences are spoken."""
+
+    kind: str
+    sources: tuple[dict[str, Any], ...]
 
 
 @dataclass(frozen=True)
@@ -211,6 +221,9 @@ async def run_turn(
     if not transcript.text.strip():
         raise TurnInputError("no speech was recognised in the audio")
     plan = (planner or (lambda t, h: default_plan(turn, t, h)))(transcript.text, history)
+    if "sources" in plan.metadata:  # a persona plan (plain chat cites nothing)
+        sources = tuple(plan.metadata["sources"] or ())
+        yield TurnPlanned(kind=str(plan.metadata.get("kind", "")), sources=sources)
     spoken = speak(stages, turn, plan, transcript=transcript, clock=clock, audio=audio, video=video)
     async for event in spoken:
         yield event

@@ -141,6 +141,9 @@ function onEvent(ev) {
     case "speech_stopped":
       state.stoppedAt = performance.now();
       break;
+    case "plan": // a persona's sources, before it speaks: the chips go up with the captions
+      addChips(currentTurn(), ev.sources);
+      break;
     case "reply": {
       const turn = currentTurn();
       turn.sentence(ev.index).text = ev.text;
@@ -228,12 +231,17 @@ function onMedia(buf) {
   else if (m.kind === KIND_H264) player.h264(turn, m.t, m.flags, buf);
 }
 
+function addChips(turn, sources) {
+  if (turn.chipped || !sources || !sources.length) return;
+  turn.chipped = true;
+  stats.chips += ui.addChips(turn, sources, state.persona ? state.persona.documents : null);
+}
+
 function onDone(ev) {
   state.stopping = false;
   const turn = currentTurn(); // a reply with no media still gets its line
   const meta = ev.metadata || {};
-  const documents = state.persona ? state.persona.documents : null;
-  stats.chips += ui.addChips(turn, meta.sources, documents);
+  addChips(turn, meta.sources); // no-op if the `plan` event already put them up
   if (!turn.sentences.size && ev.reply) ui.addSentence(turn, ev.reply);
   stats.turns++;
   // Stopped here just as the server finished sending it: the reply was still cut short.
