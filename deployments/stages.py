@@ -78,7 +78,8 @@ class StageDeployment:
             self.figure(name, seconds / media_s)
 
     async def health(self) -> dict[str, Any]:
-        return {"stage": self.stage, **self.backend.health()}
+        # in_flight: calls running or queued in this replica (0 once a cut turn's work is gone).
+        return {"stage": self.stage, "in_flight": self._in_flight[0], **self.backend.health()}
 
     def check_health(self) -> None:
         # Serve restarts a replica whose check raises.

@@ -266,7 +266,9 @@ function onInterrupted(ev) {
   state.stopAt = null;
   stats.interrupted++;
   const who = CUT_REASONS[ev.reason] || ev.reason;
-  if (turn) endTurn("interrupted", `interrupted (${who}) after ${ev.played_s.toFixed(1)} s`);
+  // What was heard before the cut is what the twin "said" (the history keeps only that).
+  const heard = ev.spoken ? `; heard: “${ev.spoken}”` : "";
+  if (turn) endTurn("interrupted", `interrupted (${who}) after ${ev.played_s.toFixed(1)} s${heard}`);
   else if (player) player.flush(null);
 }
 
