@@ -274,8 +274,9 @@ def converse(driver, url: str, scenario: Scenario, folder: Path) -> None:
         lambda d: question in [words(e.text) for e in d.find_elements(By.CSS_SELECTOR, finals)]
     )
 
-    # A whole reply: captions as it is spoken, then citation chips (file, statement, date).
-    answered = "#captions li.user + li.avatar:not(.interrupted)"
+    # A whole reply: its citation chips (file, statement, date) come with the first sentence
+    # (the `plan` event), its captions as it is spoken; "ended" once it has played out.
+    answered = "#captions li.user + li.avatar.ended:not(.interrupted)"
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"{answered} .chip"))
     reply = driver.find_elements(By.CSS_SELECTOR, answered)[0]
     assert reply.find_elements(By.CSS_SELECTOR, ".sentence")

@@ -100,11 +100,14 @@ def test_a_failing_batch_fails_its_frames_not_the_thread() -> None:
 def assert_same_frame(a: np.ndarray, b: np.ndarray) -> None:
     """Equal up to float rounding: a frame drawn in another tile of a batch has its window (and
     FXAA's texture) coordinates offset by the tile: a level on some edge pixels, and with MSAA
-    a sample's coverage on a rare silhouette pixel (a quarter of the edge's contrast)."""
+    a sample's coverage on a rare silhouette pixel (a quarter of the edge's contrast); FXAA may
+    turn a lone silhouette pixel over entirely."""
     assert a.shape == b.shape
     diff = np.abs(a.astype(int) - b.astype(int)).max(axis=2)
     assert (diff > 0).mean() < 0.01, f"{int((diff > 0).sum())} pixels differ"
-    assert (diff > 2).mean() < 5e-4 and diff.max() <= 64, f"max diff {diff.max()}"
+    # FXAA can flip a lone silhouette pixel by a whole edge contrast (82 seen in CI): bound
+    # how many pixels differ a lot, not by how much one of them does.
+    assert (diff > 2).mean() < 5e-4 and (diff > 64).sum() <= 2, f"max diff {diff.max()}"
 
 
 SIZE = 128

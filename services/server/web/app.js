@@ -212,6 +212,7 @@ function endTurn(cls, note) {
   state.turn = null;
   if (!turn) return;
   turn.done = true;
+  if (turn.el) turn.el.classList.add("ended"); // played out or cut: the line is final
   if (cls) {
     if (player) player.flush(turn);
     ui.markTurn(turn, cls, note);
