@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -101,7 +100,6 @@ class Listener:
         self._prefix = _stable_prefix()
         self._final: tuple[int, asyncio.Task] | None = None  # (audio length, speculative)
         self._tasks: set[asyncio.Task] = set()
-        self.last_final_decode_s = 0.0
         self._ended = False  # the utterance ended: interims still decoding are old news
 
     async def feed(self, data: bytes) -> None:
@@ -173,7 +171,7 @@ class Listener:
             )
         elif isinstance(event, SilenceBegan):
             # Start the final decode now: the hangover hides its cost if the user is done.
-            task = self._spawn(self._decode(event.audio))
+            task = self._spawn(self.transcribe(event.audio))
             self._final = (len(event.audio.samples), task)
             if self.on_speculate is not None:
                 self._spawn(self._speculate(task))
@@ -198,7 +196,7 @@ class Listener:
             if speculative is not None and speculative[0] == len(event.audio.samples):
                 self._spawn(self._finish(speculative[1]))
             else:
-                self._spawn(self._finish(self._decode(event.audio)))
+                self._spawn(self._finish(self.transcribe(event.audio)))
 
     def _restart(self) -> None:
         self._ended = False
@@ -232,13 +230,6 @@ class Listener:
         # Still the pause it was decoded for (speech did not resume meanwhile)?
         if self._final is not None and self._final[1] is decoding and transcript.text.strip():
             await self.on_speculate(transcript)
-
-    async def _decode(self, audio: AudioChunk) -> Transcript:
-        start = time.perf_counter()
-        transcript = await self.transcribe(audio)
-        # How long the final decode took (from the start of the pause), for the benchmarks.
-        self.last_final_decode_s = time.perf_counter() - start
-        return transcript
 
     async def _finish(self, decoding: Awaitable[Transcript]) -> None:
         transcript = await decoding

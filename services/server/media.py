@@ -101,8 +101,6 @@ class Playout:
         self.audio_piece_s, self.clock = audio_piece_s, clock
         self.started_at: float | None = None  # when the first audio was sent: playback starts
         self.audio_sent_s = 0.0  # timeline end of the audio sent so far
-        self.bytes_sent = 0
-        self.last_media_at: float | None = None
         self._heap: list[_Item] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
@@ -220,10 +218,6 @@ class Playout:
                 self.started_at = self.clock()
             self.audio_sent_s = max(self.audio_sent_s, item.audio_end_s)
         await self.send(message)
-        if item.t_s not in (_NOW, _LAST):
-            self.last_media_at = self.clock()
-        if isinstance(message, bytes):
-            self.bytes_sent += len(message)
 
     async def drain(self) -> None:
         """Wait until everything queued has been sent (the turn's `done` included)."""

@@ -81,13 +81,11 @@ class SocketSession:
         self.playout: Playout | None = None
         self.cut: Interruption | None = None
         self._send_lock = asyncio.Lock()
-        self.bytes_sent = 0
 
     async def send(self, message: Any) -> None:
         # One message at a time: the reply, the listener and errors send from different tasks.
         async with self._send_lock:
             if isinstance(message, bytes):
-                self.bytes_sent += len(message)
                 await self.ws.send_bytes(message)
             else:
                 await self.ws.send_json(message)
