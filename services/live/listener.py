@@ -35,6 +35,7 @@ from services.live.endpoint import (
     TurnDetector,
 )
 from services.live.vad import SileroVAD, pcm16_to_float
+from services.stages.asr.incremental import StablePrefix
 
 _VAD: SileroVAD | None = None
 _VAD_LOCK = threading.Lock()
@@ -47,12 +48,6 @@ def shared_vad() -> SileroVAD:
         if _VAD is None:
             _VAD = SileroVAD()
         return _VAD
-
-
-def _stable_prefix():
-    from services.stages.asr.incremental import StablePrefix
-
-    return StablePrefix()
 
 
 class Listener:
@@ -97,7 +92,7 @@ class Listener:
         self._ptt: list[np.ndarray] | None = None  # push-to-talk audio of this utterance
         self._interim: asyncio.Task | None = None
         self._interim_at = 0.0  # utterance seconds covered by the last interim decode
-        self._prefix = _stable_prefix()
+        self._prefix = StablePrefix()
         self._final: tuple[int, asyncio.Task] | None = None  # (audio length, speculative)
         self._tasks: set[asyncio.Task] = set()
         self._ended = False  # the utterance ended: interims still decoding are old news
@@ -203,7 +198,7 @@ class Listener:
         if self._interim is not None:
             self._interim.cancel()
         self._interim, self._interim_at = None, 0.0
-        self._prefix = _stable_prefix()
+        self._prefix = StablePrefix()
 
     # -- ASR -------------------------------------------------------------------------------
     def _maybe_interim(self, audio: AudioChunk | None) -> None:
