@@ -42,7 +42,6 @@ from services.live.listener import Listener
 from services.live.vad import VADError
 from services.server.auth import ANONYMOUS, WS_CLOSE_CODES, Principal
 from services.server.conversation import Conversation, Interruption
-from services.server.events import event_json
 from services.server.media import Playout
 from services.server.requests import (
     ApiError,
@@ -198,9 +197,7 @@ class SocketSession:
             self.session = self.conversation.open_session(persona_id, self.principal)
         await self.send(self.conversation.session_event(self.session))
         if not resume and self.session.persona_id is not None:  # a persona greets
-            greeting = self.conversation.greeting_events(
-                self.session, wire=self._wire, video=self.video
-            )
+            greeting = self.conversation.greeting_events(self.session, wire=_raw, video=self.video)
             self.speak(greeting)
 
     async def listen(self, msg: dict[str, Any]) -> None:
@@ -269,14 +266,9 @@ class SocketSession:
             await self.send(self.conversation.session_event(self.session))
         cut = Interruption()
         events = self.conversation.turn_events(
-            self.session, request, wire=self._wire, cut=cut, video=self.video
+            self.session, request, wire=_raw, cut=cut, video=self.video
         )
         self.speak(events, cut, held=held)
-
-    def _wire(self, event: Any) -> Any:
-        # Binary clients get the pipeline objects (the playout packs them); JSON clients
-        # the JSON events, as on HTTP.
-        return event if self.binary_media else event_json(event)
 
     def speak(self, events, cut: Interruption | None = None, *, held: bool = False) -> None:
         """Run a reply (a turn's or the greeting's events) in the background, paced."""
@@ -344,3 +336,10 @@ class SocketSession:
                     "spoken": self.cut.spoken if self.cut else "",
                 }
             )
+
+
+def _raw(event: Any) -> Any:
+    # The playout takes the pipeline's objects and encodes them itself (binary media, or the
+    # JSON events with base64): it must see the sentences and their audio, in either mode, to
+    # know what a cut-off user heard.
+    return event

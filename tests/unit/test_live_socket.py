@@ -334,3 +334,30 @@ def test_a_reply_started_on_a_pause_is_dropped_if_the_user_goes_on(live):
     session_id = ws.events("session")[0]["session_id"]
     statuses = [r.status for r in storage.transcripts.turns(session_id=session_id)]
     assert statuses[-1] == "ok" and set(statuses[:-1]) <= {"cancelled"}, (statuses, kinds)
+
+
+def test_json_media_playout_knows_what_was_heard():
+    """Unpaced JSON clients too: the playout sees the sentences and their audio, so a cut-off
+    turn is logged with the words played, not the whole reply (or nothing)."""
+    from services.core.types import ReplyChunk, SpeechChunk
+    from services.server.media import Playout
+
+    text = "one two three four five six seven eight nine ten"
+
+    async def run():
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        playout = Playout(send, binary=False, lead_s=float("inf"))
+        playout.put(ReplyChunk(text=text, index=0))
+        playout.put(SpeechChunk(np.zeros(32000, np.float32), 16000, text, 0))  # 2 s
+        await asyncio.sleep(1.0)
+        played = await playout.cancel()
+        return sent, played, playout.spoken_text(played)
+
+    sent, played, spoken = asyncio.run(run())
+    assert [m["type"] for m in sent] == ["reply", "audio"] and sent[1]["pcm16_b64"]
+    assert 0.9 <= played <= 1.5
+    assert text.startswith(spoken) and 4 <= len(spoken.split()) <= 7
