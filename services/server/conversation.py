@@ -227,20 +227,37 @@ class Conversation:
                 yield wire(event)
 
     def admit(
-        self, request: TurnInput, key_id: str | None = None, tenant: str | None = None
+        self,
+        request: TurnInput,
+        key_id: str | None = None,
+        tenant: str | None = None,
+        *,
+        charge: bool = True,
     ) -> Ticket:
         """Before a turn starts: 429 (RetryLater) past the key's limits, 503 when the stages are
-        at capacity; else the turn's slot, to release when it ends. Charged only if admitted."""
+        at capacity; else the turn's slot, to release when it ends. Charged only if admitted,
+        and only if `charge` (a speculative turn is charged by `charge_turn` if it is kept)."""
         audio_s = request.audio.duration_s if request.audio is not None else 0.0
         if self.limiter is not None:
             self.limiter.check_turn(key_id, tenant, audio_s)
         ticket = self.admission.acquire()
-        if self.limiter is not None:
-            self.limiter.charge_turn(key_id, tenant, audio_s)
+        if charge:
+            self.charge_turn(key_id, tenant, audio_s)
         return ticket
 
+    def charge_turn(self, key_id: str | None, tenant: str | None, audio_s: float = 0.0) -> None:
+        """Count one turn against the key's limits."""
+        if self.limiter is not None:
+            self.limiter.charge_turn(key_id, tenant, audio_s)
+
     async def turn_events(
-        self, session: Session, request: TurnInput, *, ticket: Ticket | None = None, **options
+        self,
+        session: Session,
+        request: TurnInput,
+        *,
+        ticket: Ticket | None = None,
+        charge: bool = True,
+        **options,
     ) -> AsyncIterator[Any]:
         """`_turn_events` of an admitted turn: `ticket` from `admit` (the HTTP router admits
         before it answers), or admitted here by the session's key (a refusal is the only
@@ -248,7 +265,7 @@ class Conversation:
         the stream ends, however it ends."""
         if ticket is None:
             try:
-                ticket = self.admit(request, session.owner_key_id, session.tenant)
+                ticket = self.admit(request, session.owner_key_id, session.tenant, charge=charge)
             except ApiError as exc:
                 yield error_event(exc)
                 return

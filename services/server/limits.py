@@ -136,6 +136,18 @@ class KeyLimiter:
             if cost:
                 self._window.hit(item, key_id, cost=min(cost, item.amount))
 
+    def charge_audio(self, key_id: str | None, tenant: str | None, seconds: int) -> None:
+        """Charge `seconds` of live microphone audio as it arrives (a live turn's audio is not
+        charged again when the turn starts); 429 (RetryLater) once the key's window is full."""
+        bound = self.limits.for_tenant(tenant).audio_s_per_minute
+        if key_id is None or not bound or seconds <= 0:
+            return
+        item = RateLimitItemPerMinute(bound)
+        if not self._window.hit(item, key_id, cost=min(seconds, bound)):
+            reset = self._window.get_window_stats(item, key_id).reset_time
+            what = f"this API key may send {bound} s of audio per minute; audio dropped"
+            raise self._refuse("key_audio_per_minute", what, max(1.0, reset - time.time()))
+
 
 def _cost(name: str, audio_s: float) -> int:
     """What one turn costs against a window: 1 turn, or its audio in whole seconds (rounded up,

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,7 @@ from services.live.listener import Listener
 from services.live.vad import VADError
 from services.server.auth import ANONYMOUS, WS_CLOSE_CODES, Principal
 from services.server.conversation import Conversation, Interruption
+from services.server.limits import RetryLater
 from services.server.media import Playout
 from services.server.requests import (
     ApiError,
@@ -80,6 +82,8 @@ class SocketSession:
         self.playout: Playout | None = None
         self.cut: Interruption | None = None
         self._send_lock = asyncio.Lock()
+        self._mic_samples = 0  # live audio not yet charged to the key (under one second)
+        self._mic_refused_until = 0.0  # monotonic time until which live audio is dropped
 
     async def send(self, message: Any) -> None:
         # One message at a time: the reply, the listener and errors send from different tasks.
@@ -135,12 +139,33 @@ class SocketSession:
                 raise ApiError(413, f"audio exceeds {self.max_audio_bytes} bytes; turn discarded")
             self.audio.extend(data)
         elif self.listener is not None:
+            if not self._meter_microphone(len(data) // 2):
+                return  # over the key's audio limit: dropped, and the client was told
             try:
                 await self.listener.feed(data)
             except VADError as exc:
                 raise ApiError(422, f"live audio must be PCM16 mono: {exc}") from None
         else:
             raise ApiError(409, "binary audio before audio_start or listen")
+
+    def _meter_microphone(self, samples: int) -> bool:
+        """Charge live audio to the key's audio seconds per minute as it arrives; False while
+        it is refused. The first refusal raises (an `error` event with `retry_after_s`); the
+        frames until then are dropped without an event per frame."""
+        now = time.monotonic()
+        if now < self._mic_refused_until:
+            return False
+        limiter, listener = self.conversation.limiter, self.listener
+        if limiter is None or listener is None:
+            return True
+        self._mic_samples += samples
+        seconds, self._mic_samples = divmod(self._mic_samples, listener.sample_rate)
+        try:
+            limiter.charge_audio(self.principal.key_id, self.principal.tenant, seconds)
+        except RetryLater as exc:
+            self._mic_refused_until = now + exc.retry_after_s
+            raise
+        return True
 
     async def handle(self, msg: Any) -> None:
         if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
@@ -249,6 +274,8 @@ class SocketSession:
         same = held is not None and held.text == transcript.text
         if same and playout is not None and playout.held and reply is not None and not reply.done():
             playout.release()  # the pause was the end of the turn: the reply is under way
+            # Counted now that it is kept: a dropped speculative turn costs the key nothing.
+            self.conversation.charge_turn(self.session.owner_key_id, self.session.tenant)
             return
         try:
             await self.turn(TurnInput(transcript=transcript))
@@ -266,7 +293,7 @@ class SocketSession:
             await self.send(self.conversation.session_event(self.session))
         cut = Interruption()
         events = self.conversation.turn_events(
-            self.session, request, wire=_raw, cut=cut, video=self.video
+            self.session, request, charge=not held, wire=_raw, cut=cut, video=self.video
         )
         self.speak(events, cut, held=held)
 

@@ -24,10 +24,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
-import sys
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,20 +53,11 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from services.core.audio import write_wav  # noqa: E402
 from services.core.config import AppConfig  # noqa: E402
+from tests.serve.cluster_process import cluster_process  # noqa: E402
 from tests.serve.conftest import fake_app_config, free_port  # noqa: E402
 
 PERSONA = "maya-castellan"
 PREFIX = "/avatar"
-SERVER = """
-import sys
-from deployments import ray_cluster
-from services.core.config import AppConfig
-config = AppConfig.model_validate_json(sys.argv[1])
-ray_cluster.init_ray(config, num_cpus=4)
-print("URL", ray_cluster.deploy(config, route_prefix=sys.argv[2]), flush=True)
-sys.stdin.readline()
-ray_cluster.stop()
-"""
 
 
 @dataclass(frozen=True)
@@ -160,36 +147,8 @@ def cluster(scenario, tmp_path_factory):
     """The app in its own process (its own Ray, like `avatar serve`): yields the page's URL."""
     state = tmp_path_factory.mktemp("browser-cluster")
     config = fake_config(state) if scenario is FAKE else local_config(state)
-    log = open(state / "server.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER, config.model_dump_json(), PREFIX],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    found: list[str] = []
-    reader = threading.Thread(
-        target=lambda: found.extend(line for line in proc.stdout if line.startswith("URL ")),
-        daemon=True,
-    )
-    reader.start()
-    deadline = time.monotonic() + 300
-    while not found and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.5)
-    try:
-        if not found:
-            raise AssertionError(f"the cluster did not start; see {state / 'server.log'}")
-        yield found[0].split()[1]
-    finally:
-        try:
-            proc.stdin.close()  # the server stops Ray and exits
-            proc.wait(timeout=90)
-        except (subprocess.TimeoutExpired, OSError):
-            proc.kill()
-            proc.wait(timeout=30)
-        log.close()
+    with cluster_process(config, PREFIX, state / "server.log") as url:
+        yield url
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ DOCKERFILE = (REPO / "infra" / "k8s" / "Dockerfile").read_text()
 
 
 def test_chart_ray_version_is_the_pinned_ray():
-    pins = [d for d in PYPROJECT["project"]["optional-dependencies"]["serve"] if "ray" in d]
+    pins = [d for d in PYPROJECT["project"]["optional-dependencies"]["serve"] if "ray[" in d]
     (pin,) = pins
     assert pin.endswith("==" + load_values()["rayVersion"]), pin
 

@@ -104,6 +104,15 @@ profile's `device: cuda` under a stage switched to another backend.
 {{- int (dig "http" "port" 8000 $config) }}
 {{- end }}
 
+{{/*
+"1" when the app config's http.ingress is haproxy (gpu.yaml's choice): Serve's direct ingress
+behind HAProxy, switched on by env vars that every Ray container needs before Ray starts.
+*/}}
+{{- define "avatar-serve.haproxy" -}}
+{{- $config := include "avatar-serve.appConfig" . | fromJson }}
+{{- ternary "1" "0" (eq (dig "http" "ingress" "proxy" $config) "haproxy") }}
+{{- end }}
+
 {{/* Env var that carries the database URL: the app config's storage.url_env. */}}
 {{- define "avatar-serve.databaseUrlEnv" -}}
 {{- $config := include "avatar-serve.appConfig" . | fromJson }}

@@ -64,6 +64,11 @@ spec:
         - {name: metrics, containerPort: 8080}
       env:
         - {name: HF_HOME, value: {{ printf "%s/huggingface" $v.modelCache.mountPath | quote }}}
+        # http.ingress: HAProxy on the Serve port in front of router replicas that serve HTTP
+        # themselves (ports 30000-31000, reachable from this release's pods), or Ray's proxy
+        {{- $haproxy := include "avatar-serve.haproxy" $root }}
+        - {name: RAY_SERVE_ENABLE_DIRECT_INGRESS, value: {{ $haproxy | quote }}}
+        - {name: RAY_SERVE_ENABLE_HA_PROXY, value: {{ $haproxy | quote }}}
         {{- if or $v.personas.existingClaim $v.personas.configMap }}
         - {name: AVATAR_PERSONA_DIR, value: {{ $v.personas.mountPath | quote }}}
         {{- end }}

@@ -45,4 +45,10 @@ names the values key, the way `helm lint` / `helm template` print it.
 {{- if not (or .Values.database.urlSecret.name (dig "storage" "url" "" $config) .Values.database.allowPodLocalSqlite) }}
 {{- fail "database.urlSecret: sessions and the audit log need a database that outlives the router pods: name a Secret holding the PostgreSQL URL (or set app.config.storage.url; or database.allowPodLocalSqlite=true for a throwaway demo)" }}
 {{- end }}
+{{- if and .Values.database.purge.enabled (not .Values.database.purge.ownerUrlSecret.name) }}
+{{- fail "database.purge.ownerUrlSecret: the purge CronJob deletes turns, which only the schema owner may: name a Secret holding the owner's database URL" }}
+{{- end }}
+{{- if and .Values.database.purge.enabled (eq .Values.database.purge.ownerUrlSecret.name .Values.database.urlSecret.name) (eq .Values.database.purge.ownerUrlSecret.key .Values.database.urlSecret.key) }}
+{{- fail "database.purge.ownerUrlSecret: it names the application's URL (database.urlSecret); the Ray pods must not hold the owner's URL, so give the owner's its own Secret key" }}
+{{- end }}
 {{- end }}
