@@ -8,11 +8,12 @@ process.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
 
-from services.core.types import ReplyChunk, Transcript, WordTiming
+from services.core.types import ReplyChunk, SpeechChunk, Transcript, WordTiming
 from services.server.events import frame_from_json, speech_from_json
 from services.turn.orchestrator import TurnResult
 
@@ -72,6 +73,7 @@ def turn_events(
         body["persona_id"] = persona_id
     url = server.rstrip("/") + "/v1/turn"
     transcript = None
+    replies: dict[int, str] = {}  # sentence index -> text: `audio` events do not repeat it
     headers = auth_headers(api_key)
     with httpx.stream("POST", url, json=body, headers=headers, timeout=timeout_s) as response:
         if response.status_code >= 400:
@@ -91,6 +93,10 @@ def turn_events(
             event = event_from_json(message, transcript)
             if isinstance(event, Transcript):
                 transcript = event
+            elif isinstance(event, ReplyChunk):
+                replies[event.index] = event.text
+            elif isinstance(event, SpeechChunk):
+                event = dataclasses.replace(event, text=replies.get(event.index, ""))
             if event is not None:
                 yield event
 

@@ -9,10 +9,10 @@ co-founder lives"; only a benign neighbour that is closer still tells them apart
 
 - unsafe request types (`services/persona/safety/unsafe_requests.yaml`, shipped with the
   project) against its benign look-alikes. Self-harm is checked first, with a lower threshold
-  (a missed one is the worst error) and only ever the supportive `SELF_HARM_REPLY`; then the
-  nearest other category, refused when at least `UNSAFE_SIMILARITY` and `UNSAFE_MARGIN` ahead of
-  the nearest benign example, and, below `UNSAFE_STRONG`, also closer than anything the person
-  said (a question about her work that shares words with an unsafe type is answered);
+  (a missed one is the worst error) and only ever the supportive `SELF_HARM_REPLY`; then a vote
+  of the turn's nearest neighbours among the unsafe examples, the benign look-alikes and the
+  person's own statements (`UNSAFE_NEIGHBOURS`, `UNSAFE_SHARE`, `UNSAFE_FLOOR`), so a question
+  about her work that shares words with an unsafe type is answered;
 - disclosure prompts against disclosure look-alikes ("is your product powered by AI?"), and
   ahead of the corpus;
 - the pack's avoided-topic examples plus the curated prototypes of a topic of the same name (at
@@ -45,17 +45,20 @@ SELF_HARM_SIMILARITY = 0.45
 SELF_HARM_MARGIN = 0.10
 SELF_HARM_STRONG = 0.55
 SELF_HARM_CORPUS_MARGIN = 0.10
-# Other unsafe types: from this similarity and margin over the nearest benign example ...
-UNSAFE_SIMILARITY = 0.45
-UNSAFE_MARGIN = 0.05
-# ... and, below this, only when closer than the best corpus statement.
-UNSAFE_STRONG = 0.60
-# Weakly similar turns the corpus has nothing on (dense best below `UNSAFE_WEAK_CORPUS`, so not
-# a question about the person's work) are refused when clearly nearer an unsafe type than any
-# benign one (harassment and threats phrased unlike any example sit near 0.4).
-UNSAFE_WEAK = 0.40
-UNSAFE_WEAK_MARGIN = 0.12
-UNSAFE_WEAK_CORPUS = 0.35
+# Other unsafe types: a vote of the turn's `UNSAFE_NEIGHBOURS` nearest examples among the unsafe
+# ones, the benign look-alikes AND the person's own statements (a question about her pricing has
+# her pricing statement among its neighbours), each weighted exp(UNSAFE_SHARPNESS x similarity):
+# refused when the unsafe share is at least `UNSAFE_SHARE` and the nearest unsafe example at
+# least `UNSAFE_FLOOR`. A vote holds up better than one nearest-neighbour margin, since MiniLM
+# puts topic before intent ("why is lockout/tagout important?" beside "how do I get around
+# lockout/tagout?"). Chosen on the dev split and the two probe sets; loadtests/persona_probes_
+# blind2.yaml was kept out of that choice (README, "Personas").
+UNSAFE_NEIGHBOURS = 15
+UNSAFE_SHARPNESS = 10.0
+UNSAFE_SHARE = 0.6
+UNSAFE_FLOOR = 0.45
+# Of the unsafe weight in such a vote, the share of self-harm examples that makes it self-harm.
+SELF_HARM_VOTE_SHARE = 1 / 3
 # Disclosure by meaning: similarity, and margin over the disclosure look-alikes.
 DISCLOSURE_SIMILARITY = 0.60
 DISCLOSURE_MARGIN = 0.05
@@ -145,7 +148,9 @@ class Guard:
         rewrite: The pack's term rewriter, applied to examples as to user turns.
     """
 
-    def __init__(self, pack: PersonaPack, embedder: Embedder, rewrite) -> None:
+    def __init__(
+        self, pack: PersonaPack, embedder: Embedder, rewrite, corpus: np.ndarray | None = None
+    ) -> None:
         config = pack.config
         self.replies = config.replies
         self.topic_similarity = config.retrieval.topic_similarity
@@ -168,10 +173,17 @@ class Guard:
             )
             for t in config.topics_to_avoid
         ]
-        self._disclosure_examples = embed(DISCLOSURE_EXAMPLES)
-        self._disclosure_lookalikes = embed(DISCLOSURE_LOOKALIKES)
+        self._disclosure_examples = embed([*DISCLOSURE_EXAMPLES, *curated.disclosure])
+        self._disclosure_lookalikes = embed(
+            [*DISCLOSURE_LOOKALIKES, *curated.disclosure_lookalikes]
+        )
         self._unsafe_categories = np.array(curated.categories)
         self._unsafe, self._benign = _curated_vectors(embedder) if semantic else (None, None)
+        # The vote's neighbours: unsafe examples first, then everything that must be answered.
+        self._neighbours: np.ndarray | None = None
+        if self._unsafe is not None and len(self._unsafe):
+            rest = [self._benign] + ([corpus] if corpus is not None and len(corpus) else [])
+            self._neighbours = np.vstack([self._unsafe, *rest]).astype(np.float32)
 
     def _unsafe_reply(self, category: str) -> str:
         return guardrails.SELF_HARM_REPLY if category == SELF_HARM else self.replies.unsafe
@@ -220,23 +232,39 @@ class Guard:
         ):
             reason = f"unsafe:{SELF_HARM}:similar:{self_harm:.2f}"
             return Verdict("refusal", guardrails.SELF_HARM_REPLY, reason), self_harm
-        if not per_category:
+        vote = self._vote(query)
+        if vote is None:
             return None
-        category = max(per_category, key=per_category.__getitem__)
-        score = per_category[category]
-        margin = score - benign
-        weak = (
-            score >= UNSAFE_WEAK
-            and margin >= UNSAFE_WEAK_MARGIN
-            and best_corpus_score < UNSAFE_WEAK_CORPUS
-        )
-        if not weak:
-            if score < UNSAFE_SIMILARITY or margin < UNSAFE_MARGIN:
-                return None
-            if score < UNSAFE_STRONG and score <= best_corpus_score:
-                return None
-        reason = f"unsafe:{category}:similar:{score:.2f}"
-        return Verdict("refusal", self.replies.unsafe, reason), score
+        category, share, score = vote
+        if share < UNSAFE_SHARE or score < UNSAFE_FLOOR:
+            return None
+        reason = f"unsafe:{category}:vote:{share:.2f}:similar:{score:.2f}"
+        return Verdict("refusal", self._unsafe_reply(category), reason), score
+
+    def _vote(self, query: np.ndarray) -> tuple[str, float, float] | None:
+        """The nearest neighbours' vote: the unsafe category with the most weight among them,
+        the unsafe share of the weight, and the nearest unsafe example's similarity."""
+        if self._neighbours is None:
+            return None
+        sims = self._neighbours @ query
+        nearest = np.argsort(-sims)[:UNSAFE_NEIGHBOURS]
+        weights = np.exp(UNSAFE_SHARPNESS * sims[nearest])
+        unsafe = nearest < len(self._unsafe_categories)
+        if not unsafe.any():
+            return None
+        by_category: dict[str, float] = {}
+        for row, weight in zip(nearest[unsafe], weights[unsafe], strict=True):
+            name = str(self._unsafe_categories[row])
+            by_category[name] = by_category.get(name, 0.0) + float(weight)
+        # Self-harm holding a good part of the unsafe weight: the supportive reply, not the
+        # persona's refusal ("make it look like an accident so my family gets the insurance").
+        total = sum(by_category.values())
+        if by_category.get(SELF_HARM, 0.0) >= SELF_HARM_VOTE_SHARE * total:
+            category = SELF_HARM
+        else:
+            category = max(by_category, key=by_category.__getitem__)
+        share = float(weights[unsafe].sum() / weights.sum())
+        return category, share, float(sims[: len(self._unsafe_categories)].max())
 
     def _example_wins(self, score: float, benign: float, best_corpus_score: float) -> bool:
         # Also nearer than every curated benign question: "are you profitable?" is close to

@@ -121,7 +121,7 @@ class PersonaRuntime:
         self.persona_id = config.id
         self._retrieval = config.retrieval
         rewrite = pack_rewriter(pack)
-        self.guard = Guard(pack, embedder, rewrite)
+        self.guard = Guard(pack, embedder, rewrite, corpus=index.embeddings)
         self.retriever = Retriever(pack, index, embedder, rewrite)
         self._disclosure = {
             "ai_generated": True,

@@ -76,6 +76,10 @@ def test_audio_turn_over_http_and_client_objects(fake_app):
     assert any(isinstance(e, SpeechChunk) for e in typed)
     assert any(isinstance(e, VideoFrame) and e.jpeg for e in typed)
     assert isinstance(typed[-1], TurnResult)
+    # Each sentence's speech carries its text (from the `reply` event of the same index).
+    replies = {e.index: e.text for e in typed if isinstance(e, ReplyChunk)}
+    spoken = {e.index: e.text for e in typed if isinstance(e, SpeechChunk)}
+    assert spoken == replies and all(spoken.values())
 
 
 def test_text_and_audio_turns_over_websocket(fake_app):

@@ -24,16 +24,21 @@ class UnsafeRequests:
         benign: Ordinary questions sharing words with unsafe ones.
         topics: Prototype questions per commonly avoided topic name ("politics"), merged into a
             pack's topic of the same name.
+        disclosure: "Who am I talking to?" questions, beside the guard's built-in ones.
+        disclosure_lookalikes: Questions sharing their words that are about something else.
     """
 
     examples: tuple[str, ...]
     categories: tuple[str, ...]
     benign: tuple[str, ...]
     topics: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    disclosure: tuple[str, ...] = ()
+    disclosure_lookalikes: tuple[str, ...] = ()
 
 
 def parse_unsafe_requests(data: dict) -> UnsafeRequests:
-    """Validate and flatten `{categories: {name: [text]}, benign: [text], topics: {...}}`."""
+    """Validate and flatten `{categories: {name: [text]}, benign: [text], topics: {...},
+    disclosure: [text], disclosure_lookalikes: [text]}` (all but `categories` optional)."""
     categories = data.get("categories")
     if not isinstance(categories, dict) or not categories:
         raise ValueError("unsafe requests: 'categories' must map names to example lists")
@@ -44,9 +49,12 @@ def parse_unsafe_requests(data: dict) -> UnsafeRequests:
             raise ValueError(f"unsafe requests: category {name!r} needs a list of non-empty texts")
         examples.extend(items)
         names.extend([str(name)] * len(items))
-    benign = data.get("benign") or []
-    if not all(isinstance(x, str) and x.strip() for x in benign):
-        raise ValueError("unsafe requests: 'benign' must be a list of non-empty texts")
+    lists = {}
+    for name in ("benign", "disclosure", "disclosure_lookalikes"):
+        items = data.get(name) or []
+        if not isinstance(items, list) or not all(isinstance(x, str) and x.strip() for x in items):
+            raise ValueError(f"unsafe requests: {name!r} must be a list of non-empty texts")
+        lists[name] = tuple(items)
     topics = data.get("topics") or {}
     if not isinstance(topics, dict) or not all(
         isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v)
@@ -56,8 +64,10 @@ def parse_unsafe_requests(data: dict) -> UnsafeRequests:
     return UnsafeRequests(
         tuple(examples),
         tuple(names),
-        tuple(benign),
+        lists["benign"],
         {str(k): tuple(v) for k, v in topics.items()},
+        lists["disclosure"],
+        lists["disclosure_lookalikes"],
     )
 
 

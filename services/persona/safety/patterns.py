@@ -45,6 +45,12 @@ UNSAFE_PATTERNS: dict[str, tuple[str, ...]] = {
         r"\b(cutting|scratching|burning) (myself|my (arms?|wrists?|legs?|skin))\b",
         r"\b(hide|cover( up)?) (the |my )?(marks|cuts|scars) on my\b",
         r"\bbleed(ing)? out\b",
+        # Slang and euphemisms (a missed self-harm turn is the worst error: answered with a
+        # quote or "I haven't said"); general knowledge, not the wording of any probe set.
+        r"\bun-?alive (myself|me)\b|\bkms\b|\b(off|end) myself\b",
+        r"\b(put me|make me|go) to sleep (for good|forever|and not wake)\b",
+        r"\bsleep forever\b|\bdisappear (for good|forever)\b",
+        r"\bno (reason|point) (to|in) (live|living|being alive)\b",
     ),
     "violence": (
         # The object must be a person: "kill a stuck process", "shoot a video" are ordinary.
