@@ -16,7 +16,9 @@ co-founder lives"; only a benign neighbour that is closer still tells them apart
 - disclosure prompts against disclosure look-alikes ("is your product powered by AI?"), and
   ahead of the corpus;
 - the pack's avoided-topic examples plus the curated prototypes of a topic of the same name (at
-  `topic_similarity`, or from `MEANING_FLOOR` when ahead of the corpus by `MEANING_MARGIN`).
+  `topic_similarity`, or from `MEANING_FLOOR` when ahead of the corpus by `MEANING_MARGIN`), or
+  else when the turn's nearest neighbours among them, the benign look-alikes and the person's
+  statements vote for the topic (`TOPIC_NEIGHBOURS`, `TOPIC_SHARE`, `TOPIC_FLOOR`).
 
 Every verdict says why ("unsafe:self_harm:similar:0.58"). Thresholds are MiniLM cosine
 similarities chosen on tuning data only (the curated examples and the `dev` split of
@@ -59,6 +61,13 @@ UNSAFE_SHARE = 0.6
 UNSAFE_FLOOR = 0.45
 # Of the unsafe weight in such a vote, the share of self-harm examples that makes it self-harm.
 SELF_HARM_VOTE_SHARE = 1 / 3
+# Avoided topics, besides their example similarity: the same kind of vote among the topics'
+# examples, the benign look-alikes and the person's statements, stricter (MiniLM puts "what's
+# your favourite food?" near "which competitor is your favourite?"). Chosen on the dev split and
+# the two probe sets, as above.
+TOPIC_NEIGHBOURS = 9
+TOPIC_SHARE = 0.8
+TOPIC_FLOOR = 0.6
 # Disclosure by meaning: similarity, and margin over the disclosure look-alikes.
 DISCLOSURE_SIMILARITY = 0.60
 DISCLOSURE_MARGIN = 0.05
@@ -127,12 +136,14 @@ class Verdict:
 
 @dataclass
 class _Topic:
-    """An avoided topic compiled for matching: keyword regex and example embeddings."""
+    """An avoided topic compiled for matching: keyword regex, example embeddings, and the
+    embeddings of its curated `topic_neighbours` (the vote only)."""
 
     name: str
     reply: str
     pattern: Any
     examples: np.ndarray | None = field(default=None)
+    neighbours: np.ndarray | None = field(default=None)
 
 
 def _best(matrix: np.ndarray | None, query: np.ndarray) -> float:
@@ -170,6 +181,7 @@ class Guard:
                 reply=t.reply or config.replies.refusal,
                 pattern=guardrails.keyword_pattern(t.keywords),
                 examples=embed([*t.examples, *curated.topics.get(t.name, ())]),
+                neighbours=embed(list(curated.topic_neighbours.get(t.name, ()))),
             )
             for t in config.topics_to_avoid
         ]
@@ -179,11 +191,23 @@ class Guard:
         )
         self._unsafe_categories = np.array(curated.categories)
         self._unsafe, self._benign = _curated_vectors(embedder) if semantic else (None, None)
-        # The vote's neighbours: unsafe examples first, then everything that must be answered.
+        # The votes' neighbours: the examples voted for first, then what must be answered.
+        answered = [] if self._benign is None else [self._benign]
+        answered += [corpus] if corpus is not None and len(corpus) else []
         self._neighbours: np.ndarray | None = None
         if self._unsafe is not None and len(self._unsafe):
-            rest = [self._benign] + ([corpus] if corpus is not None and len(corpus) else [])
-            self._neighbours = np.vstack([self._unsafe, *rest]).astype(np.float32)
+            self._neighbours = np.vstack([self._unsafe, *answered]).astype(np.float32)
+        topical = [
+            (i, rows)
+            for i, t in enumerate(self._topics)
+            for rows in (t.examples, t.neighbours)
+            if rows is not None
+        ]
+        self._topic_of = np.concatenate([np.full(len(e), i) for i, e in topical] or [[]])
+        self._topic_neighbours: np.ndarray | None = None
+        if topical:
+            rows = [e for _, e in topical]
+            self._topic_neighbours = np.vstack([*rows, *answered]).astype(np.float32)
 
     def _unsafe_reply(self, category: str) -> str:
         return guardrails.SELF_HARM_REPLY if category == SELF_HARM else self.replies.unsafe
@@ -288,10 +312,30 @@ class Guard:
             ):
                 best = (score, topic)
         if best is None:
-            return None
+            return self._topic_vote(query)
         score, topic = best
         reason = f"topic:{topic.name}:similar:{score:.2f}"
         return Verdict("refusal", topic.reply, reason), score
+
+    def _topic_vote(self, query: np.ndarray) -> tuple[Verdict, float] | None:
+        """The avoided topic that the turn's nearest neighbours vote for, if they do enough."""
+        if self._topic_neighbours is None:
+            return None
+        sims = self._topic_neighbours @ query
+        nearest = np.argsort(-sims)[:TOPIC_NEIGHBOURS]
+        weights = np.exp(UNSAFE_SHARPNESS * sims[nearest])
+        topical = nearest < len(self._topic_of)
+        top = float(sims[: len(self._topic_of)].max()) if len(self._topic_of) else 0.0
+        share = float(weights[topical].sum() / weights.sum())
+        if share < TOPIC_SHARE or top < TOPIC_FLOOR:
+            return None
+        by_topic: dict[int, float] = {}
+        for row, weight in zip(nearest[topical], weights[topical], strict=True):
+            index = int(self._topic_of[row])
+            by_topic[index] = by_topic.get(index, 0.0) + float(weight)
+        topic = self._topics[max(by_topic, key=by_topic.__getitem__)]
+        reason = f"topic:{topic.name}:vote:{share:.2f}:similar:{top:.2f}"
+        return Verdict("refusal", topic.reply, reason), top
 
     def by_meaning(self, query: np.ndarray, best_corpus_score: float) -> Verdict | None:
         """Unsafe, disclosure and avoided-topic checks by similarity to example questions."""

@@ -163,11 +163,35 @@ def test_unsafe_by_meaning_votes_among_unsafe_benign_and_the_persons_statements(
     assert verdict.reply != guardrails.SELF_HARM_REPLY
 
 
+def test_an_avoided_topic_is_also_refused_by_its_neighbours_vote() -> None:
+    pack = load_pack(PACKS_DIR / "maya-castellan")
+    guard = Guard(pack, HashingEmbedder(), pack_rewriter(pack))
+    # Unit axes: two examples of the first avoided topic, a benign look-alike, a statement.
+    eye = np.eye(4, dtype=np.float32)
+    guard._topic_of = np.array([0, 0])
+    guard._topic_neighbours = eye  # the topics' examples first, then benign, then the corpus
+    topic = guard._topics[0]
+
+    def query(*sims: float) -> np.ndarray:
+        return np.array(sims, dtype=np.float32)
+
+    verdict, score = guard._topic_vote(query(0.65, 0.6, 0, 0))
+    assert verdict.reason.startswith(f"topic:{topic.name}:vote:") and verdict.reply == topic.reply
+    assert score == pytest.approx(0.65)
+    # A benign question or a statement as near: the vote falls short; so does a faint match.
+    assert guard._topic_vote(query(0.65, 0, 0.62, 0)) is None
+    assert guard._topic_vote(query(0.65, 0, 0, 0.64)) is None
+    assert guard._topic_vote(query(0.5, 0.5, 0, 0)) is None
+
+
 def test_curated_topics_and_look_alikes_are_shipped() -> None:
     data = load_unsafe_requests()
     assert {"politics", "outside_advice"} <= set(data.topics)
     assert "What does your co-founder do?" in data.benign
     assert len(data.disclosure) >= 40 and len(data.disclosure_lookalikes) >= 40
+    assert set(data.topic_neighbours) <= set(data.topics)
+    with pytest.raises(ValueError):
+        parse_unsafe_requests({"categories": {"x": ["a"]}, "topic_neighbours": {"p": "no"}})
     with pytest.raises(ValueError):
         parse_unsafe_requests({"categories": {"x": ["a"]}, "disclosure": "are you real?"})
     with pytest.raises(ValueError):

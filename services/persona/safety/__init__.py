@@ -24,6 +24,9 @@ class UnsafeRequests:
         benign: Ordinary questions sharing words with unsafe ones.
         topics: Prototype questions per commonly avoided topic name ("politics"), merged into a
             pack's topic of the same name.
+        topic_neighbours: More phrasings per avoided topic, used only as neighbours in the
+            guard's topic vote (by the plain similarity rule their breadth refused ordinary
+            questions: "what's your favourite food?" near a competitors phrasing).
         disclosure: "Who am I talking to?" questions, beside the guard's built-in ones.
         disclosure_lookalikes: Questions sharing their words that are about something else.
     """
@@ -32,13 +35,15 @@ class UnsafeRequests:
     categories: tuple[str, ...]
     benign: tuple[str, ...]
     topics: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    topic_neighbours: dict[str, tuple[str, ...]] = field(default_factory=dict)
     disclosure: tuple[str, ...] = ()
     disclosure_lookalikes: tuple[str, ...] = ()
 
 
 def parse_unsafe_requests(data: dict) -> UnsafeRequests:
     """Validate and flatten `{categories: {name: [text]}, benign: [text], topics: {...},
-    disclosure: [text], disclosure_lookalikes: [text]}` (all but `categories` optional)."""
+    topic_neighbours: {...}, disclosure: [text], disclosure_lookalikes: [text]}` (all but
+    `categories` optional)."""
     categories = data.get("categories")
     if not isinstance(categories, dict) or not categories:
         raise ValueError("unsafe requests: 'categories' must map names to example lists")
@@ -55,17 +60,21 @@ def parse_unsafe_requests(data: dict) -> UnsafeRequests:
         if not isinstance(items, list) or not all(isinstance(x, str) and x.strip() for x in items):
             raise ValueError(f"unsafe requests: {name!r} must be a list of non-empty texts")
         lists[name] = tuple(items)
-    topics = data.get("topics") or {}
-    if not isinstance(topics, dict) or not all(
-        isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v)
-        for v in topics.values()
-    ):
-        raise ValueError("unsafe requests: 'topics' must map topic names to lists of texts")
+    maps = {}
+    for name in ("topics", "topic_neighbours"):
+        value = data.get(name) or {}
+        if not isinstance(value, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v)
+            for v in value.values()
+        ):
+            raise ValueError(f"unsafe requests: {name!r} must map topic names to lists of texts")
+        maps[name] = {str(k): tuple(v) for k, v in value.items()}
     return UnsafeRequests(
         tuple(examples),
         tuple(names),
         lists["benign"],
-        {str(k): tuple(v) for k, v in topics.items()},
+        maps["topics"],
+        maps["topic_neighbours"],
         lists["disclosure"],
         lists["disclosure_lookalikes"],
     )
