@@ -144,7 +144,7 @@ def _in_subprocess(ingress: str, args: argparse.Namespace) -> dict:
 
 
 def _summary(runs: list[dict]) -> dict:
-    """Per ingress: every burst's rejection p95, and the worst figures over all its bursts."""
+    """Per ingress: every burst's rejection p50 and p95, and the counts summed over them."""
     out = {}
     for ingress in dict.fromkeys(r["ingress"] for r in runs):
         bursts = [b for r in runs if r["ingress"] == ingress for b in r["bursts"]]
