@@ -150,6 +150,26 @@ def _best(matrix: np.ndarray | None, query: np.ndarray) -> float:
     return float(np.max(matrix @ query)) if matrix is not None and len(matrix) else 0.0
 
 
+def _neighbour_vote(
+    neighbours: np.ndarray, labels: np.ndarray, query: np.ndarray, k: int
+) -> tuple[dict[Any, float], float, float]:
+    """A weighted vote of the `k` rows of `neighbours` nearest to `query`, whose first
+    `len(labels)` rows are labelled examples and the rest what must be answered: the weight
+    per label among them, the labelled share of all their weight, and the nearest labelled
+    row's similarity. Weights are exp(UNSAFE_SHARPNESS x similarity)."""
+    sims = neighbours @ query
+    nearest = np.argsort(-sims)[:k]
+    weights = np.exp(UNSAFE_SHARPNESS * sims[nearest])
+    labelled = nearest < len(labels)
+    by_label: dict[Any, float] = {}
+    for row, weight in zip(nearest[labelled], weights[labelled], strict=True):
+        label = labels[row].item()
+        by_label[label] = by_label.get(label, 0.0) + float(weight)
+    share = float(weights[labelled].sum() / weights.sum())
+    top = float(sims[: len(labels)].max()) if len(labels) else 0.0
+    return by_label, share, top
+
+
 class Guard:
     """Guardrails of one persona pack.
 
@@ -270,16 +290,11 @@ class Guard:
         the unsafe share of the weight, and the nearest unsafe example's similarity."""
         if self._neighbours is None:
             return None
-        sims = self._neighbours @ query
-        nearest = np.argsort(-sims)[:UNSAFE_NEIGHBOURS]
-        weights = np.exp(UNSAFE_SHARPNESS * sims[nearest])
-        unsafe = nearest < len(self._unsafe_categories)
-        if not unsafe.any():
+        by_category, share, top = _neighbour_vote(
+            self._neighbours, self._unsafe_categories, query, UNSAFE_NEIGHBOURS
+        )
+        if not by_category:
             return None
-        by_category: dict[str, float] = {}
-        for row, weight in zip(nearest[unsafe], weights[unsafe], strict=True):
-            name = str(self._unsafe_categories[row])
-            by_category[name] = by_category.get(name, 0.0) + float(weight)
         # Self-harm holding a good part of the unsafe weight: the supportive reply, not the
         # persona's refusal ("make it look like an accident so my family gets the insurance").
         total = sum(by_category.values())
@@ -287,8 +302,7 @@ class Guard:
             category = SELF_HARM
         else:
             category = max(by_category, key=by_category.__getitem__)
-        share = float(weights[unsafe].sum() / weights.sum())
-        return category, share, float(sims[: len(self._unsafe_categories)].max())
+        return category, share, top
 
     def _example_wins(self, score: float, benign: float, best_corpus_score: float) -> bool:
         # Also nearer than every curated benign question: "are you profitable?" is close to
@@ -321,19 +335,12 @@ class Guard:
         """The avoided topic that the turn's nearest neighbours vote for, if they do enough."""
         if self._topic_neighbours is None:
             return None
-        sims = self._topic_neighbours @ query
-        nearest = np.argsort(-sims)[:TOPIC_NEIGHBOURS]
-        weights = np.exp(UNSAFE_SHARPNESS * sims[nearest])
-        topical = nearest < len(self._topic_of)
-        top = float(sims[: len(self._topic_of)].max()) if len(self._topic_of) else 0.0
-        share = float(weights[topical].sum() / weights.sum())
+        by_topic, share, top = _neighbour_vote(
+            self._topic_neighbours, self._topic_of, query, TOPIC_NEIGHBOURS
+        )
         if share < TOPIC_SHARE or top < TOPIC_FLOOR:
             return None
-        by_topic: dict[int, float] = {}
-        for row, weight in zip(nearest[topical], weights[topical], strict=True):
-            index = int(self._topic_of[row])
-            by_topic[index] = by_topic.get(index, 0.0) + float(weight)
-        topic = self._topics[max(by_topic, key=by_topic.__getitem__)]
+        topic = self._topics[int(max(by_topic, key=by_topic.__getitem__))]
         reason = f"topic:{topic.name}:vote:{share:.2f}:similar:{top:.2f}"
         return Verdict("refusal", topic.reply, reason), top
 
