@@ -140,3 +140,23 @@ stopping replica's in-flight turns finish before the kubelet's SIGKILL.
 {{- end }}
 {{- add (int (ceil $longest)) 30 }}
 {{- end }}
+
+{{/*
+The persona packs volume (an existing PVC, else a ConfigMap), as one list item, or nothing when
+neither is set. Mounted read-only by the Ray pods and the purge Job alike.
+*/}}
+{{- define "avatar-serve.personasVolume" -}}
+{{- $p := .Values.personas }}
+{{- if $p.existingClaim -}}
+- name: personas
+  persistentVolumeClaim: {claimName: {{ $p.existingClaim }}, readOnly: true}
+{{- else if $p.configMap -}}
+- name: personas
+  configMap:
+    name: {{ $p.configMap }}
+    {{- with $p.items }}
+    items:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+{{- end }}
+{{- end }}

@@ -130,16 +130,5 @@ spec:
       {{- else }}
       emptyDir: {sizeLimit: {{ $v.modelCache.sizeLimit }}}
       {{- end }}
-    {{- if $v.personas.existingClaim }}
-    - name: personas
-      persistentVolumeClaim: {claimName: {{ $v.personas.existingClaim }}, readOnly: true}
-    {{- else if $v.personas.configMap }}
-    - name: personas
-      configMap:
-        name: {{ $v.personas.configMap }}
-        {{- with $v.personas.items }}
-        items:
-          {{- toYaml . | nindent 10 }}
-        {{- end }}
-    {{- end }}
+    {{- include "avatar-serve.personasVolume" $root | nindent 4 }}
 {{- end }}
