@@ -181,6 +181,8 @@ class Router:
             limiter=KeyLimiter(config.limits, storage.sessions, telemetry),
             admission=Admission(self.capacity.turns, telemetry=telemetry),
         )
+        # Before this replica reports ready: a session must not wait for a persona's load.
+        self.conversation.personas.warm()
         self._open_sockets = 0
         # Closes turns a dead replica left "started" (now, and every 5 s) and purges by retention.
         self.upkeep = AuditUpkeep(storage, config.storage, self.conversation.personas).started()

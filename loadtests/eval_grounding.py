@@ -18,7 +18,8 @@ Reported (JSON on stdout):
   dev`: see services/persona/packs/README.md).
 
 Run: `python -m loadtests.eval_grounding --split all --limit 20` (about a second per question on
-2 CPU cores). Loads real models (MiniLM, the GGUF): not for the fast unit tests.
+2 CPU cores). Loads real models (the embedder, default mpnet, and the GGUF): not for the fast unit
+tests.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from loadtests import machine
 from services.core.config import TurnSettings
 from services.core.registry import create_backend
 from services.persona import grounding
-from services.persona.embedder import create_embedder
+from services.persona.embedder import DEFAULT_EMBEDDER, EMBEDDERS, create_embedder
 from services.persona.library import PACKS_DIR, PersonaRegistry
 from services.persona.personas import as_turn_plan
 from services.turn.orchestrator import llm_sentences
@@ -148,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="at most N questions (0 = all)")
     parser.add_argument("--llm", default="llama_cpp", help="LLM backend name")
     parser.add_argument("--llm-options", default="{}", help="LLM backend options (JSON)")
+    parser.add_argument(
+        "--embedder", default=DEFAULT_EMBEDDER, choices=sorted(EMBEDDERS), help="embedding model"
+    )
     parser.add_argument("--min-similarity", type=float, help="override grounding.min_similarity")
     parser.add_argument("--mode", choices=("replace", "drop"), help="grounding.unsupported")
     parser.add_argument("--details", action="store_true", help="add every sentence and decision")
@@ -168,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="grounding-eval-") as tmp:
         packs = Path(tmp) / "packs"
         generate_pack(args.packs_dir, persona, packs, overrides)
-        registry = PersonaRegistry(packs, Path(tmp) / "index", embedder=create_embedder("minilm"))
+        registry = PersonaRegistry(
+            packs, Path(tmp) / "index", embedder=create_embedder(args.embedder)
+        )
         runtime = registry.get(persona)
         settings = runtime.pack.config.grounding
         report = {

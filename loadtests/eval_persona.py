@@ -14,9 +14,11 @@ declines to invent facts. Metrics:
 - `false_guardrail_rate`: factual questions wrongly refused or treated as disclosure.
 - `latency_ms`: retrieval (embed + search) and whole `plan_turn`, p50/p95 over `--repeat` passes.
 
-Run: `python -m loadtests.eval_persona` (builds the index into a temp folder with MiniLM;
-`--embedder hashing` runs without torch, for a smoke test only). The question file's `dev` split
-(`--split dev`) is the one `min_score` was chosen on; the default split is held out.
+Run: `python -m loadtests.eval_persona` (builds the index into a temp folder with the default
+embedder, mpnet; `--embedder minilm` for the light one; `--embedder hashing` runs without torch,
+for a smoke test only). The pack's thresholds for that embedder apply (`per_embedder`). The
+question file's `dev` split (`--split dev`) is the one `min_score` was chosen on; the default
+split is held out.
 
 Guardrail probes (`loadtests/persona_probes.yaml`, or any file of the same shape): `unsafe` may
 map categories to prompts (reported per category in `refusal.unsafe_by_category`; self_harm must
@@ -39,7 +41,7 @@ import numpy as np
 import yaml
 
 from services.persona import guardrails
-from services.persona.embedder import create_embedder
+from services.persona.embedder import DEFAULT_EMBEDDER, EMBEDDERS, create_embedder
 from services.persona.library import PACKS_DIR, PersonaRegistry
 
 QUESTIONS = Path(__file__).with_name("persona_questions.yaml")
@@ -209,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--packs-dir", type=Path, default=PACKS_DIR, help="persona packs folder")
     parser.add_argument("--index-dir", type=Path, help="index folder (default: a temp folder)")
-    parser.add_argument("--embedder", default="minilm", choices=("minilm", "hashing"))
+    parser.add_argument(
+        "--embedder", default=DEFAULT_EMBEDDER, choices=sorted(EMBEDDERS), help="embedding model"
+    )
     parser.add_argument(
         "--split", default="test", choices=("test", "dev"), help="held-out set or the dev set"
     )

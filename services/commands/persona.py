@@ -215,7 +215,10 @@ def add_persona_commands(subparsers: argparse._SubParsersAction) -> argparse.Arg
         "--index-dir", help="index folder (default: $AVATAR_PERSONA_INDEX_DIR or ~/.cache/...)"
     )
     ingest.add_argument(
-        "--embedder", default="minilm", choices=("minilm", "hashing"), help="embedding model"
+        "--embedder",
+        default="mpnet",
+        choices=("mpnet", "minilm", "hashing"),
+        help="embedding model (the one the deployment's persona.embedder names)",
     )
     ingest.add_argument("--force", action="store_true", help="rebuild even if the index is current")
     ingest.set_defaults(func=_ingest)

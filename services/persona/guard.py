@@ -11,33 +11,41 @@ co-founder lives"; only a benign neighbour that is closer still tells them apart
   project) against its benign look-alikes. Self-harm is checked first, with a lower threshold
   (a missed one is the worst error) and only ever the supportive `SELF_HARM_REPLY`; then a vote
   of the turn's nearest neighbours among the unsafe examples, the benign look-alikes and the
-  person's own statements (`UNSAFE_NEIGHBOURS`, `UNSAFE_SHARE`, `UNSAFE_FLOOR`), so a question
+  person's own statements (`votes.py`, `UNSAFE_SHARE`), so a question
   about her work that shares words with an unsafe type is answered;
 - disclosure prompts against disclosure look-alikes ("is your product powered by AI?"), and
   ahead of the corpus;
 - the pack's avoided-topic examples plus the curated prototypes of a topic of the same name (at
   `topic_similarity`, or from `MEANING_FLOOR` when ahead of the corpus by `MEANING_MARGIN`), or
   else when the turn's nearest neighbours among them, the benign look-alikes and the person's
-  statements vote for the topic (`TOPIC_NEIGHBOURS`, `TOPIC_SHARE`, `TOPIC_FLOOR`).
+  statements vote for the topic (`TOPIC_NEIGHBOURS`, `TOPIC_SHARE`, `votes.VoteScale`).
 
-Every verdict says why ("unsafe:self_harm:similar:0.58"). Thresholds are MiniLM cosine
-similarities chosen on tuning data only (the curated examples and the `dev` split of
-loadtests/persona_probes.yaml). With a non-semantic embedder (hashing) only the wording checks
-run. `filter_sentence` post-filters generated sentences (a twin never claims to be human).
+Every verdict says why ("unsafe:self_harm:similar:0.58"). Thresholds are cosine similarities
+chosen on tuning data only (the demo's dev split, loadtests/persona_probes.yaml and
+persona_probes_blind.yaml; blind2 was only measured): first with MiniLM, then the votes' sizes
+and floors again for mpnet (`votes.SCALES`), by a coordinate sweep maximising refusal and
+disclosure recall with at most 1% of the benign look-alikes refused and no more dev questions
+refused. The sweep's disclosure step (similarity 0.50) was not taken: on blind set 2 it answered
+"hey maya hows it going" with the disclosure. With a non-semantic embedder
+(hashing) only the wording checks run. `filter_sentence` post-filters generated sentences (a
+twin never claims to be human).
 """
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from services.persona import guardrails
+from services.persona import guardrails, votes
 from services.persona.embedder import Embedder
 from services.persona.pack import PersonaPack
 from services.persona.safety import load_unsafe_requests
+
+Embed = Callable[[Sequence[str]], np.ndarray]
 
 SELF_HARM = "self_harm"
 # Self-harm: from this similarity, and this far ahead of the nearest benign example; below
@@ -47,27 +55,18 @@ SELF_HARM_SIMILARITY = 0.45
 SELF_HARM_MARGIN = 0.10
 SELF_HARM_STRONG = 0.55
 SELF_HARM_CORPUS_MARGIN = 0.10
-# Other unsafe types: a vote of the turn's `UNSAFE_NEIGHBOURS` nearest examples among the unsafe
-# ones, the benign look-alikes AND the person's own statements (a question about her pricing has
-# her pricing statement among its neighbours), each weighted exp(UNSAFE_SHARPNESS x similarity):
-# refused when the unsafe share is at least `UNSAFE_SHARE` and the nearest unsafe example at
-# least `UNSAFE_FLOOR`. A vote holds up better than one nearest-neighbour margin, since MiniLM
-# puts topic before intent ("why is lockout/tagout important?" beside "how do I get around
-# lockout/tagout?"). Chosen on the dev split and the two probe sets; loadtests/persona_probes_
-# blind2.yaml was kept out of that choice (README, "Personas").
-UNSAFE_NEIGHBOURS = 15
-UNSAFE_SHARPNESS = 10.0
+# Other unsafe types: a vote of the turn's nearest neighbours among the unsafe examples, the
+# benign look-alikes AND the person's own statements (`votes.py`: its size and floor depend on
+# the embedder): refused when the unsafe share is at least `UNSAFE_SHARE` and the nearest unsafe
+# example at least the floor.
 UNSAFE_SHARE = 0.6
-UNSAFE_FLOOR = 0.45
 # Of the unsafe weight in such a vote, the share of self-harm examples that makes it self-harm.
 SELF_HARM_VOTE_SHARE = 1 / 3
 # Avoided topics, besides their example similarity: the same kind of vote among the topics'
 # examples, the benign look-alikes and the person's statements, stricter (MiniLM puts "what's
-# your favourite food?" near "which competitor is your favourite?"). Chosen on the dev split and
-# the two probe sets, as above.
+# your favourite food?" near "which competitor is your favourite?").
 TOPIC_NEIGHBOURS = 9
 TOPIC_SHARE = 0.8
-TOPIC_FLOOR = 0.6
 # Disclosure by meaning: similarity, and margin over the disclosure look-alikes.
 DISCLOSURE_SIMILARITY = 0.60
 DISCLOSURE_MARGIN = 0.05
@@ -116,11 +115,11 @@ _CURATED: weakref.WeakKeyDictionary[Embedder, tuple[np.ndarray, np.ndarray]] = (
 )
 
 
-def _curated_vectors(embedder: Embedder) -> tuple[np.ndarray, np.ndarray]:
+def _curated_vectors(embedder: Embedder, embed: Embed) -> tuple[np.ndarray, np.ndarray]:
     cached = _CURATED.get(embedder)
     if cached is None:
         data = load_unsafe_requests()
-        cached = (embedder.embed(list(data.examples)), embedder.embed(list(data.benign)))
+        cached = (embed(list(data.examples)), embed(list(data.benign)))
         _CURATED[embedder] = cached
     return cached
 
@@ -150,26 +149,6 @@ def _best(matrix: np.ndarray | None, query: np.ndarray) -> float:
     return float(np.max(matrix @ query)) if matrix is not None and len(matrix) else 0.0
 
 
-def _neighbour_vote(
-    neighbours: np.ndarray, labels: np.ndarray, query: np.ndarray, k: int
-) -> tuple[dict[Any, float], float, float]:
-    """A weighted vote of the `k` rows of `neighbours` nearest to `query`, whose first
-    `len(labels)` rows are labelled examples and the rest what must be answered: the weight
-    per label among them, the labelled share of all their weight, and the nearest labelled
-    row's similarity. Weights are exp(UNSAFE_SHARPNESS x similarity)."""
-    sims = neighbours @ query
-    nearest = np.argsort(-sims)[:k]
-    weights = np.exp(UNSAFE_SHARPNESS * sims[nearest])
-    labelled = nearest < len(labels)
-    by_label: dict[Any, float] = {}
-    for row, weight in zip(nearest[labelled], weights[labelled], strict=True):
-        label = labels[row].item()
-        by_label[label] = by_label.get(label, 0.0) + float(weight)
-    share = float(weights[labelled].sum() / weights.sum())
-    top = float(sims[: len(labels)].max()) if len(labels) else 0.0
-    return by_label, share, top
-
-
 class Guard:
     """Guardrails of one persona pack.
 
@@ -177,23 +156,33 @@ class Guard:
         pack: The persona pack (names, replies, topics to avoid).
         embedder: The embedder of the pack's index (for the meaning-based checks).
         rewrite: The pack's term rewriter, applied to examples as to user turns.
+        corpus: The person's statement vectors (neighbours that must be answered).
+        examples: Embeds the example lists (default `embedder.embed`; the runtime passes a
+            `vector_cache.VectorCache`, so a restart does not embed them again).
     """
 
     def __init__(
-        self, pack: PersonaPack, embedder: Embedder, rewrite, corpus: np.ndarray | None = None
+        self,
+        pack: PersonaPack,
+        embedder: Embedder,
+        rewrite,
+        corpus: np.ndarray | None = None,
+        examples: Embed | None = None,
     ) -> None:
         config = pack.config
         self.replies = config.replies
         self.topic_similarity = config.retrieval.topic_similarity
+        self.votes = votes.scale_for(embedder.key)
         names = [config.display_name, config.name]
         self._disclosure_re = guardrails.disclosure_pattern(names)
         self._human_filter = guardrails.HumanClaimFilter(names)
         semantic = embedder.semantic
         curated = load_unsafe_requests()
+        embed_examples = examples or embedder.embed
 
         def embed(texts) -> np.ndarray | None:
             texts = [rewrite(t.format(name=config.name)) for t in texts]
-            return embedder.embed(texts) if texts and semantic else None
+            return embed_examples(texts) if texts and semantic else None
 
         self._topics = [
             _Topic(
@@ -210,7 +199,9 @@ class Guard:
             [*DISCLOSURE_LOOKALIKES, *curated.disclosure_lookalikes]
         )
         self._unsafe_categories = np.array(curated.categories)
-        self._unsafe, self._benign = _curated_vectors(embedder) if semantic else (None, None)
+        self._unsafe, self._benign = (
+            _curated_vectors(embedder, embed_examples) if semantic else (None, None)
+        )
         # The votes' neighbours: the examples voted for first, then what must be answered.
         answered = [] if self._benign is None else [self._benign]
         answered += [corpus] if corpus is not None and len(corpus) else []
@@ -280,7 +271,7 @@ class Guard:
         if vote is None:
             return None
         category, share, score = vote
-        if share < UNSAFE_SHARE or score < UNSAFE_FLOOR:
+        if share < UNSAFE_SHARE or score < self.votes.unsafe_floor:
             return None
         reason = f"unsafe:{category}:vote:{share:.2f}:similar:{score:.2f}"
         return Verdict("refusal", self._unsafe_reply(category), reason), score
@@ -290,8 +281,8 @@ class Guard:
         the unsafe share of the weight, and the nearest unsafe example's similarity."""
         if self._neighbours is None:
             return None
-        by_category, share, top = _neighbour_vote(
-            self._neighbours, self._unsafe_categories, query, UNSAFE_NEIGHBOURS
+        by_category, share, top = votes.neighbour_vote(
+            self._neighbours, self._unsafe_categories, query, self.votes.unsafe_neighbours
         )
         if not by_category:
             return None
@@ -335,10 +326,10 @@ class Guard:
         """The avoided topic that the turn's nearest neighbours vote for, if they do enough."""
         if self._topic_neighbours is None:
             return None
-        by_topic, share, top = _neighbour_vote(
+        by_topic, share, top = votes.neighbour_vote(
             self._topic_neighbours, self._topic_of, query, TOPIC_NEIGHBOURS
         )
-        if share < TOPIC_SHARE or top < TOPIC_FLOOR:
+        if share < TOPIC_SHARE or top < self.votes.topic_floor:
             return None
         topic = self._topics[int(max(by_topic, key=by_topic.__getitem__))]
         reason = f"topic:{topic.name}:vote:{share:.2f}:similar:{top:.2f}"

@@ -11,13 +11,14 @@ files live in `index_dir/<id>/` and are shared by replicas pointing at the same 
 from __future__ import annotations
 
 import logging
-import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.persona.embedder import Embedder, MiniLMEmbedder
+from services.persona.embedder import Embedder, create_embedder
+from services.persona.model_parts import user_cache
 from services.persona.pack import PACK_FILE, PackError, load_config, load_pack, pack_signature
 from services.persona.runtime import PersonaRuntime
 
@@ -28,11 +29,7 @@ PACKS_DIR = Path(__file__).resolve().parent / "packs"
 
 def default_index_dir() -> Path:
     """`$AVATAR_PERSONA_INDEX_DIR`, else a per-user cache folder."""
-    configured = os.environ.get("AVATAR_PERSONA_INDEX_DIR")
-    if configured:
-        return Path(configured)
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "avatar-serve" / "persona-index"
+    return user_cache("AVATAR_PERSONA_INDEX_DIR", "persona-index")
 
 
 class UnknownPersonaError(KeyError):
@@ -84,7 +81,7 @@ class PersonaRegistry:
     Args:
         packs_dir: Folder of pack folders (`<id>/persona.yaml`); default: the bundled packs.
         index_dir: Where statement indexes are stored; None = `default_index_dir()`.
-        embedder: Shared embedder; None = a `MiniLMEmbedder` built on first use by
+        embedder: Shared embedder; None = the default embedder, built on first use by
             `embedder_factory`, so listing packs never loads a model.
         embedder_factory: Builds the embedder when none was given.
     """
@@ -95,7 +92,7 @@ class PersonaRegistry:
         index_dir: str | Path | None = None,
         *,
         embedder: Embedder | None = None,
-        embedder_factory: Callable[[], Embedder] = MiniLMEmbedder,
+        embedder_factory: Callable[[], Embedder] = create_embedder,
     ) -> None:
         self.packs_dir = Path(packs_dir) if packs_dir is not None else PACKS_DIR
         self.index_dir = Path(index_dir) if index_dir is not None else default_index_dir()
@@ -180,14 +177,20 @@ class PersonaRegistry:
             if entry is not None and entry.signature == signature:
                 return entry.runtime  # another thread loaded it while we waited
             pack = load_pack(path)
+            started = time.perf_counter()
+            # A first load with an embedder embeds the statements and ~1,000 guard examples
+            # (mpnet: ~25 s on 2 cores); later loads read both from index_dir.
+            log.info("persona %s: loading (index and guard vectors in %s)", pack.id, self.index_dir)
             runtime = PersonaRuntime.from_pack(pack, self.embedder, self.index_dir)
             with self._lock:
                 self._cache[persona_id] = _Entry(signature, runtime)
             log.info(
-                "persona %s loaded: %d statements (index %s)",
+                "persona %s loaded in %.1f s: %d statements (index %s, embedder %s)",
                 persona_id,
+                time.perf_counter() - started,
                 len(runtime.index),
                 "built" if runtime.index.built else "loaded",
+                runtime.embedder.name,
             )
             return runtime
 

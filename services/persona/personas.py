@@ -7,6 +7,7 @@ turn with the persona's guardrails and retrieval, and records the outcome afterw
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,8 @@ from services.persona.runtime import PersonaPlan, PersonaRuntime
 from services.storage.audit import AuditLog
 from services.storage.transcripts import TranscriptStore
 from services.turn.orchestrator import TurnPlan
+
+log = logging.getLogger(__name__)
 
 # What a session without a persona discloses: an AI, speaking for nobody.
 PLAIN_DISCLOSURE: dict[str, Any] = {"ai_generated": True, "persona_id": None}
@@ -99,10 +102,10 @@ class PersonaTurns:
 class Personas:
     """The app's personas (from `PersonaSettings`) and the audit log their turns go to.
 
-    Nothing heavy happens here: packs are read, and the embedder and indexes are built, on the
-    first turn that needs them. A persona whose consent was revoked (`avatar persona revoke`)
-    is refused by `resolve` and `turns` with `PersonaRevokedError` (`revocations`, None when
-    there is no store to read them from).
+    Nothing heavy happens when it is built: packs are read, and the embedder and indexes built,
+    by `warm` (the router, at start) or else on the first turn that needs them. A persona whose
+    consent was revoked (`avatar persona revoke`) is refused by `resolve` and `turns` with
+    `PersonaRevokedError` (`revocations`, None when there is no store to read them from).
     """
 
     def __init__(self, settings: PersonaSettings, store: TranscriptStore | None) -> None:
@@ -121,6 +124,20 @@ class Personas:
             if store is not None
             else None
         )
+
+    def warm(self) -> None:
+        """Load every valid pack now: the embedder, each index and the guard's vectors.
+
+        The router calls this before it reports ready, so that no session waits for a load
+        (which runs on the event loop): with mpnet a first load embeds ~1,000 texts (~25 s on 2
+        cores), later starts read them from `index_dir` (well under a second each). A pack that
+        fails to load is logged and left to fail its sessions with the reason.
+        """
+        for summary in self.registry.list():
+            try:
+                self.registry.get(summary.id)
+            except Exception as exc:  # noqa: BLE001 - one broken pack must not stop the router
+                log.warning("persona %s not loaded at start: %s", summary.id, exc)
 
     def check(self, persona_id: str | None) -> None:
         """PersonaRevokedError if the persona's consent was revoked."""

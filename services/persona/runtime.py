@@ -24,17 +24,18 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from services.core.types import AvatarLook, ChatMessage, Source
-from services.persona import guardrails
+from services.persona import guardrails, vector_cache
 from services.persona.embedder import Embedder
 from services.persona.guard import Guard
 from services.persona.index import StatementIndex, pack_rewriter
 from services.persona.pack import PersonaPack
 from services.persona.retrieval import Retriever
+from services.persona.vector_cache import VectorCache
 
 KINDS = ("answer", "greeting", "disclosure", "refusal", "no_answer")
 
@@ -109,11 +110,23 @@ class PersonaRuntime:
         pack: The validated persona pack.
         index: Its statement index (current for the pack and `embedder`).
         embedder: Embeds user turns; must be the one that built `index`.
+        index_dir: The indexes' folder, where the guard's example vectors are kept too (None =
+            embed them on every start).
     """
 
-    def __init__(self, pack: PersonaPack, index: StatementIndex, embedder: Embedder) -> None:
+    def __init__(
+        self,
+        pack: PersonaPack,
+        index: StatementIndex,
+        embedder: Embedder,
+        index_dir: str | Path | None = None,
+    ) -> None:
         if not index.is_current(pack, embedder):
             raise ValueError(f"index for {pack.id!r} is stale or from another embedder")
+        # Thresholds are on the embedder's scale: the pack may hold one set per embedder.
+        retrieval = pack.config.retrieval.for_embedder(embedder.key)
+        if retrieval is not pack.config.retrieval:
+            pack = replace(pack, config=pack.config.model_copy(update={"retrieval": retrieval}))
         self.pack = pack
         self.index = index
         self.embedder = embedder
@@ -121,7 +134,13 @@ class PersonaRuntime:
         self.persona_id = config.id
         self._retrieval = config.retrieval
         rewrite = pack_rewriter(pack)
-        self.guard = Guard(pack, embedder, rewrite, corpus=index.embeddings)
+        # The guard's example vectors are stored beside the indexes (they cost ~30 s with mpnet).
+        examples = VectorCache(
+            embedder, Path(index_dir) / vector_cache.FOLDER if index_dir is not None else None
+        )
+        self.guard = Guard(
+            pack, embedder, rewrite, corpus=index.embeddings, examples=examples.embed
+        )
         self.retriever = Retriever(pack, index, embedder, rewrite)
         self._disclosure = {
             "ai_generated": True,
@@ -138,7 +157,8 @@ class PersonaRuntime:
         cls, pack: PersonaPack, embedder: Embedder, index_dir: str | Path | None = None
     ) -> PersonaRuntime:
         """Build a runtime, loading the stored index or (re)building a stale one."""
-        return cls(pack, StatementIndex.load_or_build(pack, embedder, index_dir), embedder)
+        index = StatementIndex.load_or_build(pack, embedder, index_dir)
+        return cls(pack, index, embedder, index_dir)
 
     # -- plans -------------------------------------------------------------------------------
 

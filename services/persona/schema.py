@@ -135,8 +135,31 @@ class Replies(_Strict):
         return value
 
 
+class ScoreCalibration(_Strict):
+    """Score thresholds for one embedder (cosine scales differ); None keeps the pack's own."""
+
+    min_score: float | None = Field(
+        default=None, ge=0.0, le=2.0, description="`retrieval.min_score` for this embedder."
+    )
+    lexical_weight: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="`retrieval.lexical_weight` for this embedder."
+    )
+    answer_type_weight: float | None = Field(
+        default=None, ge=0.0, le=0.5, description="`retrieval.answer_type_weight` for it."
+    )
+    topic_similarity: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="`retrieval.topic_similarity` for it."
+    )
+
+
 class RetrievalSettings(_Strict):
-    """How statements are retrieved for a turn."""
+    """How statements are retrieved for a turn.
+
+    The score thresholds (`min_score`, `lexical_weight`, `answer_type_weight`,
+    `topic_similarity`) are on the scale of the embedder that serves the pack; their defaults
+    were chosen for the default embedder (mpnet) on the demo pack's dev questions. A pack
+    calibrated for several embedders puts the others' values under `per_embedder`.
+    """
 
     top_k: int = Field(default=3, ge=1, le=10, description="Statements returned as sources.")
     answer_mode: Literal["generate", "quote"] = Field(
@@ -150,17 +173,17 @@ class RetrievalSettings(_Strict):
         default=3, ge=1, le=5, description="Of those, how many go verbatim into the LLM prompt."
     )
     min_score: float = Field(
-        default=0.56,
+        default=0.50,
         ge=0.0,
         le=2.0,
         description=(
-            "Hybrid score (best-view cosine similarity, MiniLM scale, plus lexical_weight x "
-            "word coverage) the best statement must reach for a question to be answered; below "
-            "it the twin says it has nothing on that."
+            "Hybrid score (best-view cosine similarity plus lexical_weight x word coverage) the "
+            "best statement must reach for a question to be answered; below it the twin says "
+            "it has nothing on that."
         ),
     )
     lexical_weight: float = Field(
-        default=0.35,
+        default=0.10,
         ge=0.0,
         le=1.0,
         description=(
@@ -169,7 +192,7 @@ class RetrievalSettings(_Strict):
         ),
     )
     answer_type_weight: float = Field(
-        default=0.05,
+        default=0.0,
         ge=0.0,
         le=0.5,
         description=(
@@ -228,6 +251,21 @@ class RetrievalSettings(_Strict):
             "does not make an unanswerable question look answerable."
         ),
     )
+
+    per_embedder: dict[Literal["mpnet", "minilm", "hashing"], ScoreCalibration] = Field(
+        default_factory=dict,
+        description=(
+            "Thresholds for other embedders (key as in the deployment's `persona.embedder`), "
+            "over the values above; e.g. `minilm: {min_score: 0.56, lexical_weight: 0.35}`."
+        ),
+    )
+
+    def for_embedder(self, key: str) -> RetrievalSettings:
+        """These settings with `per_embedder[key]`'s values in place of the pack's own."""
+        calibration = self.per_embedder.get(key)  # type: ignore[call-overload]
+        if calibration is None:
+            return self
+        return self.model_copy(update=calibration.model_dump(exclude_none=True))
 
     @field_validator("generic_terms")
     @classmethod

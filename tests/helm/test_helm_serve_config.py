@@ -201,3 +201,17 @@ def test_gpu_pools_advertise_their_gpus_to_ray(helm):
     for pool, spec in values["pools"].items():
         assert node_types[pool]["resources"].get("GPU", 0) == spec["gpus"], pool
         assert node_types[pool]["resources"][f"pool_{pool}"] == 1000
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_models_joined_from_package_pieces_land_on_the_model_volume(helm, profile):
+    # services/persona/model_parts.py reads AVATAR_MODEL_DIR: the persona embedder (420 MB) is
+    # joined there once per volume instead of into each container's home.
+    values = load_values()
+    cluster = only(render(PROFILES[profile]), "RayService")["spec"]["rayClusterConfig"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        (container,) = group["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert env["AVATAR_MODEL_DIR"] == f"{values['modelCache']['mountPath']}/avatar"
+        assert env["AVATAR_MODEL_DIR"].startswith(mounts["models"] + "/")

@@ -46,10 +46,19 @@ def test_profiles_are_the_shipped_config_files():
 
 
 def test_no_setting_that_no_code_reads():
-    # The chart used to offer Riva endpoints and AVATAR_MODEL_DIR that nothing read.
+    # The chart once offered Riva endpoints and an AVATAR_MODEL_DIR that nothing read: every
+    # AVATAR_* variable it sets must be read by the code (AVATAR_MODEL_DIR now is, by
+    # services/persona/model_parts.py).
     assert "riva" not in SCHEMA["properties"]
     rendered = run_helm(*template_args(), check=True).stdout
-    assert "AVATAR_RIVA" not in rendered and "AVATAR_MODEL_DIR" not in rendered
+    code = "\n".join(
+        path.read_text(encoding="utf-8")
+        for folder in ("services", "deployments")
+        for path in (REPO / folder).rglob("*.py")
+    )
+    names = set(re.findall(r"name: (AVATAR_[A-Z_]+)", rendered))
+    assert "AVATAR_MODEL_DIR" in names and "AVATAR_RIVA" not in rendered
+    assert all(f'"{name}"' in code for name in names), names
 
 
 def _lint(*sets: str) -> str:

@@ -78,7 +78,8 @@ def quoting(tmp_path_factory: pytest.TempPathFactory) -> PersonaRuntime:
     root = tmp_path_factory.mktemp("packs")
     pack = Path(shutil.copytree(PACKS_DIR / "maya-castellan", root / "maya-castellan"))
     config = yaml.safe_load((pack / "persona.yaml").read_text())
-    config["retrieval"].update(join_margin=0.3, min_score=0.3)
+    config["retrieval"]["join_margin"] = 0.3
+    config["retrieval"]["per_embedder"] = {"hashing": {"min_score": 0.3, "lexical_weight": 0.35}}
     (pack / "persona.yaml").write_text(yaml.safe_dump(config))
     return PersonaRuntime.from_pack(load_pack(pack), HashingEmbedder(), root / "ix")
 

@@ -64,6 +64,8 @@ spec:
         - {name: metrics, containerPort: 8080}
       env:
         - {name: HF_HOME, value: {{ printf "%s/huggingface" $v.modelCache.mountPath | quote }}}
+        # Models joined from package pieces on first use (the persona embedder, 420 MB)
+        - {name: AVATAR_MODEL_DIR, value: {{ printf "%s/avatar" $v.modelCache.mountPath | quote }}}
         # http.ingress: HAProxy on the Serve port in front of router replicas that serve HTTP
         # themselves (ports 30000-31000, reachable from this release's pods), or Ray's proxy
         {{- $haproxy := include "avatar-serve.haproxy" $root }}
