@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -148,6 +149,16 @@ async def _ndjson(first: dict[str, Any], events: AsyncIterator[dict[str, Any]]):
         yield json.dumps(event) + "\n"
 
 
+def _show_progress(logger_name: str) -> None:
+    """Send `logger_name`'s INFO records to stderr (once per process)."""
+    progress = logging.getLogger(logger_name)
+    if not progress.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        progress.addHandler(handler)
+        progress.setLevel(logging.INFO)
+
+
 @serve.ingress(app)
 class Router:
     """Ingress deployment; built by `deployments.app.build_app` with options from config."""
@@ -181,7 +192,10 @@ class Router:
             limiter=KeyLimiter(config.limits, storage.sessions, telemetry),
             admission=Admission(self.capacity.turns, telemetry=telemetry),
         )
-        # Before this replica reports ready: a session must not wait for a persona's load.
+        # Before this replica reports ready: a session must not wait for a persona's load. A
+        # first load takes ~25 s (mpnet): its progress goes to stderr, which Ray forwards to the
+        # `avatar serve` console (a replica's INFO records otherwise go nowhere).
+        _show_progress("services.persona")
         self.conversation.personas.warm()
         self._open_sockets = 0
         # Closes turns a dead replica left "started" (now, and every 5 s) and purges by retention.

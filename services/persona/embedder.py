@@ -56,6 +56,9 @@ class Embedder(ABC):
         """Embed one text; a (dim,) float32 unit vector."""
         return self.embed([text])[0]
 
+    def load(self) -> None:  # noqa: B027 - optional hook: model-free embedders have nothing
+        """Load the model now rather than on the first `embed` (nothing to load by default)."""
+
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)

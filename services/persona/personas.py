@@ -126,18 +126,25 @@ class Personas:
         )
 
     def warm(self) -> None:
-        """Load every valid pack now: the embedder, each index and the guard's vectors.
+        """Load every valid pack now: each index, the guard's vectors and the embedder's model.
 
         The router calls this before it reports ready, so that no session waits for a load
         (which runs on the event loop): with mpnet a first load embeds ~1,000 texts (~25 s on 2
         cores), later starts read them from `index_dir` (well under a second each). A pack that
         fails to load is logged and left to fail its sessions with the reason.
         """
-        for summary in self.registry.list():
+        summaries = self.registry.list()
+        for summary in summaries:
             try:
                 self.registry.get(summary.id)
             except Exception as exc:  # noqa: BLE001 - one broken pack must not stop the router
                 log.warning("persona %s not loaded at start: %s", summary.id, exc)
+        if summaries:
+            try:
+                # Indexes and vectors read from disk need no model: load it for the first turn.
+                self.registry.embedder.load()
+            except Exception as exc:  # noqa: BLE001 - sessions report it with the reason
+                log.warning("persona embedder not loaded at start: %s", exc)
 
     def check(self, persona_id: str | None) -> None:
         """PersonaRevokedError if the persona's consent was revoked."""

@@ -134,7 +134,7 @@ class PersonaRuntime:
         self.persona_id = config.id
         self._retrieval = config.retrieval
         rewrite = pack_rewriter(pack)
-        # The guard's example vectors are stored beside the indexes (they cost ~30 s with mpnet).
+        # The guard's example vectors are kept beside the indexes (~25 s to embed with mpnet).
         examples = VectorCache(
             embedder, Path(index_dir) / vector_cache.FOLDER if index_dir is not None else None
         )
