@@ -125,19 +125,23 @@ def test_open_sessions_are_counted_per_key_in_the_database(storage):
     keys.check_session(None, None)
 
 
-def test_conversation_applies_the_limits_before_a_turn_starts(storage):
+def limited_conversation(storage, **per_key) -> Conversation:
+    """A conversation on fake stages whose keys get `limits.per_key`; also test_live_limits'."""
     config = AppConfig(stages={s: {"backend": "fake"} for s in ("asr", "llm", "tts", "render")})
     pipeline = Pipeline.from_config(config)
     pipeline.load()
-    limits = ApiLimits(per_key={"max_sessions": 1, "turns_per_minute": 1})
-    conversation = Conversation(
+    return Conversation(
         pipeline.stages,
         pipeline.turn,
         storage.sessions,
         fps=25.0,
-        limiter=KeyLimiter(limits, storage.sessions),
+        limiter=KeyLimiter(ApiLimits(per_key=per_key), storage.sessions),
         admission=Admission(4),
     )
+
+
+def test_conversation_applies_the_limits_before_a_turn_starts(storage):
+    conversation = limited_conversation(storage, max_sessions=1, turns_per_minute=1)
     key = Principal("acme", "abc123abc123", None, False, False)
     session = conversation.open_session(None, key)
     with pytest.raises(RetryLater):

@@ -9,14 +9,11 @@ import asyncio
 import numpy as np
 import pytest
 
-from services.core.config import ApiLimits, AppConfig, LiveSettings, StorageSettings
-from services.server.admission import Admission
+from services.core.config import LiveSettings, StorageSettings
 from services.server.auth import Principal
-from services.server.conversation import Conversation
-from services.server.limits import KeyLimiter
 from services.server.socket_session import SocketSession
 from services.storage.database import open_storage
-from services.turn.pipeline import Pipeline
+from tests.unit.test_limits import limited_conversation
 from tests.unit.test_live_socket import MemorySocket, _play, _speech, _until
 
 KEY = Principal("acme", "abc123abc123", None, False, False)
@@ -27,22 +24,7 @@ def keyed(tmp_path, monkeypatch):
     """A conversation on fake stages whose keys get `limits.per_key` from the test."""
     monkeypatch.delenv("AVATAR_DATABASE_URL", raising=False)
     storage = open_storage(StorageSettings(sqlite_path=str(tmp_path / "a.sqlite3")))
-    config = AppConfig(stages={s: {"backend": "fake"} for s in ("asr", "llm", "tts", "render")})
-    pipeline = Pipeline.from_config(config)
-    pipeline.load()
-
-    def make(**per_key) -> Conversation:
-        limits = ApiLimits(per_key=per_key)
-        return Conversation(
-            pipeline.stages,
-            pipeline.turn,
-            storage.sessions,
-            fps=25.0,
-            limiter=KeyLimiter(limits, storage.sessions),
-            admission=Admission(4),
-        )
-
-    yield make
+    yield lambda **per_key: limited_conversation(storage, **per_key)
     storage.close()
 
 
