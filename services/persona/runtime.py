@@ -35,7 +35,6 @@ from services.persona.guard import Guard
 from services.persona.index import StatementIndex, pack_rewriter
 from services.persona.pack import PersonaPack
 from services.persona.retrieval import Retriever
-from services.persona.vector_cache import VectorCache
 
 KINDS = ("answer", "greeting", "disclosure", "refusal", "no_answer")
 
@@ -135,7 +134,7 @@ class PersonaRuntime:
         self._retrieval = config.retrieval
         rewrite = pack_rewriter(pack)
         # The guard's example vectors are kept beside the indexes (~25 s to embed with mpnet).
-        examples = VectorCache(
+        examples = vector_cache.VectorCache(
             embedder, Path(index_dir) / vector_cache.FOLDER if index_dir is not None else None
         )
         self.guard = Guard(
