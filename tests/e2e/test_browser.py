@@ -237,7 +237,13 @@ def converse(driver, url: str, scenario: Scenario, folder: Path) -> None:
     # (the `plan` event), its captions as it is spoken; "ended" once it has played out.
     answered = "#captions li.user + li.avatar.ended:not(.interrupted)"
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"{answered} .chip"))
-    reply = driver.find_elements(By.CSS_SELECTOR, answered)[0]
+    # The reply the wait found: an earlier one (to a fragment the user paused after) may have
+    # ended without sources.
+    reply = next(
+        r
+        for r in driver.find_elements(By.CSS_SELECTOR, answered)
+        if r.find_elements(By.CSS_SELECTOR, ".chip")
+    )
     assert reply.find_elements(By.CSS_SELECTOR, ".sentence")
     chips = [c.text for c in reply.find_elements(By.CSS_SELECTOR, ".chip")]
     assert all(re.match(r"^[\w.-]+\.(md|txt) · #\d+", chip) for chip in chips), chips
