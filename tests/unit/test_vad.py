@@ -169,7 +169,9 @@ def test_espeak_speech_is_one_turn(vad, espeak, text, condition):
 @pytest.mark.slow
 def test_piper_speech_is_one_turn(vad):
     pytest.importorskip("piper")
-    piper = create_backend("tts", "piper")
+    # No generator noise: the same clips every run (with it, onsets drifted past the tolerance
+    # in about one run in three).
+    piper = create_backend("tts", "piper", {"noise_scale": 0.0, "noise_w": 0.0})
     for i, text in enumerate(QUESTIONS):
         speech = _speech(piper, text)
         for level, noise, snr in CONDITIONS:
