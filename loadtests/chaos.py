@@ -1,8 +1,9 @@
 """Chaos: kill a replica's process mid-turn under a small concurrent load; prints JSON.
 
 A few clients each open a session and start a seconds-long text turn (fake backends with a slow
-TTS); while those turns run, the process of one replica of a deployment (the TTS, or the
-router) is killed with SIGKILL, as the kernel's OOM killer or a lost node would. Counted:
+TTS); once every turn is speaking (its first reply sentence went to the TTS), the process of one
+replica of a deployment (the TTS, or the router) is killed with SIGKILL, as the kernel's OOM
+killer or a lost node would. Counted:
   - turns (those in flight at the fault) completed, failed cleanly (an `error` event, a non-200
     status or a closed stream, within `turn_timeout_s`), and hung (no end within it: must be 0);
   - attempts refused while the deployment recovered (each client retries every second);
@@ -79,8 +80,11 @@ def replica_pid(app: str, deployment: str) -> int:
     raise LookupError(f"no live process of {class_name}")
 
 
-def one_turn(url: str, session_id: str, text: str, timeout_s: float) -> str:
-    """'completed', 'failed' (cleanly) or 'hung' (no end within `timeout_s`)."""
+def one_turn(
+    url: str, session_id: str, text: str, timeout_s: float, speaking: threading.Event | None = None
+) -> str:
+    """'completed', 'failed' (cleanly) or 'hung' (no end within `timeout_s`); `speaking` is set
+    at the turn's first reply sentence, which the router hands to the TTS."""
     deadline = time.monotonic() + timeout_s
     body = {"text": text, "session_id": session_id}
     try:
@@ -93,6 +97,8 @@ def one_turn(url: str, session_id: str, text: str, timeout_s: float) -> str:
                 if time.monotonic() > deadline:
                     return "hung"
                 kind = json.loads(line)["type"] if line else None
+                if kind == "reply" and speaking is not None:
+                    speaking.set()
                 if kind in ("done", "error"):
                     return "completed" if kind == "done" else "failed"
         return "failed"  # the stream closed without an end event
@@ -113,6 +119,7 @@ class Client(threading.Thread):
         self.refused = 0
         self.resumed = False
         self.hung_after = 0
+        self.speaking = threading.Event()
         self.completed_texts: list[str] = []
 
     def run(self) -> None:
@@ -120,7 +127,10 @@ class Client(threading.Thread):
         response.raise_for_status()
         self.session_id = response.json()["session_id"]
         text = f"client {self.index}: tell me something long"
-        self.first = one_turn(self.url, self.session_id, text, self.timeout_s)
+        try:
+            self.first = one_turn(self.url, self.session_id, text, self.timeout_s, self.speaking)
+        finally:
+            self.speaking.set()  # the turn ended (or never spoke): the fault need not wait
         if self.first == "completed":
             self.completed_texts.append(text)
         self.fault_done.wait()
@@ -149,15 +159,20 @@ def run_chaos(
     transcripts: TranscriptStore,
     *,
     clients: int = 4,
-    fault_after_s: float = 1.5,
+    fault_after_s: float = 0.3,
     turn_timeout_s: float = 30.0,
     stale_wait_s: float = STALE_TURN_S + 20,
 ) -> dict[str, Any]:
-    """Kill `deployment`'s replica `fault_after_s` into the clients' turns; the counts."""
+    """Kill `deployment`'s replica `fault_after_s` after every client's turn began speaking; the
+    counts. (A fixed 1.5 s from the start once let all four turns complete in CI, the fault
+    hitting none; now it waits for the turns themselves.)"""
     fault_done = threading.Event()
     threads = [Client(url, i, fault_done, turn_timeout_s) for i in range(clients)]
     for thread in threads:
         thread.start()
+    give_up = time.monotonic() + turn_timeout_s
+    for thread in threads:
+        thread.speaking.wait(max(0.0, give_up - time.monotonic()))
     time.sleep(fault_after_s)
     pid = replica_pid(app, deployment)
     killed_at = time.monotonic()
