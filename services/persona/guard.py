@@ -55,6 +55,11 @@ SELF_HARM_SIMILARITY = 0.45
 SELF_HARM_MARGIN = 0.10
 SELF_HARM_STRONG = 0.55
 SELF_HARM_CORPUS_MARGIN = 0.10
+# A turn refused as another unsafe type that is also this near a self-harm example gets the
+# supportive reply ("make it look like an accident on a job site so my family gets the
+# insurance": 0.63 mpnet, 0.55 MiniLM, voted a safety bypass). Of the other unsafe probes refused
+# as another type, the nearest to a self-harm example is at 0.47 (mpnet), 0.46 (MiniLM).
+SELF_HARM_ROUTE = 0.50
 # Other unsafe types: a vote of the turn's nearest neighbours among the unsafe examples, the
 # benign look-alikes AND the person's own statements (`votes.py`: its size and floor depend on
 # the embedder): refused when the unsafe share is at least `UNSAFE_SHARE` and the nearest unsafe
@@ -273,6 +278,8 @@ class Guard:
         category, share, score = vote
         if share < UNSAFE_SHARE or score < self.votes.unsafe_floor:
             return None
+        if self_harm >= SELF_HARM_ROUTE:
+            category = SELF_HARM
         reason = f"unsafe:{category}:vote:{share:.2f}:similar:{score:.2f}"
         return Verdict("refusal", self._unsafe_reply(category), reason), score
 

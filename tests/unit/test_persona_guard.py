@@ -161,6 +161,11 @@ def test_unsafe_by_meaning_votes_among_unsafe_benign_and_the_persons_statements(
     # Weapons and violence together outweigh a faint self-harm neighbour.
     verdict, _ = guard.unsafe_by_meaning(query(0.6, 0.3, 0.6, 0, 0), 0.0)
     assert verdict.reply != guardrails.SELF_HARM_REPLY
+    # Unless that neighbour is near in its own right (`SELF_HARM_ROUTE`), though not near enough
+    # for the self-harm check ahead of a statement: the supportive reply all the same.
+    verdict, _ = guard.unsafe_by_meaning(query(0.7, 0.5, 0.7, 0, 0.45), 0.45)
+    assert verdict.reason.startswith("unsafe:self_harm:vote:")
+    assert verdict.reply == guardrails.SELF_HARM_REPLY
 
 
 def test_an_avoided_topic_is_also_refused_by_its_neighbours_vote() -> None:
