@@ -59,6 +59,8 @@ def generate_pack(packs: Path, persona: str, folder: Path, overrides: dict) -> P
     config = yaml.safe_load((root / "persona.yaml").read_text(encoding="utf-8"))
     config["retrieval"]["answer_mode"] = "generate"
     config["grounding"] = {**config.get("grounding", {}), **overrides}
+    if "min_similarity" in overrides:  # the override holds whatever the embedder
+        config["grounding"].pop("per_embedder", None)
     (root / "persona.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return root
 

@@ -85,7 +85,7 @@ class GroundingChecker:
 
     Args:
         sources: The plan's cited statements (best first).
-        embedder: The persona's embedder (MiniLM in production; its scale is `min_similarity`'s).
+        embedder: The persona's embedder (`min_similarity` is on its scale: `per_embedder`).
         settings: The pack's `grounding` settings.
         pre_filter: The persona's post-filter ("" = must not be spoken), applied first.
         names: Texts whose words the twin may always say: the persona's names, its role line

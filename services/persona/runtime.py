@@ -124,8 +124,10 @@ class PersonaRuntime:
             raise ValueError(f"index for {pack.id!r} is stale or from another embedder")
         # Thresholds are on the embedder's scale: the pack may hold one set per embedder.
         retrieval = pack.config.retrieval.for_embedder(embedder.key)
-        if retrieval is not pack.config.retrieval:
-            pack = replace(pack, config=pack.config.model_copy(update={"retrieval": retrieval}))
+        checks = pack.config.grounding.for_embedder(embedder.key)
+        if retrieval is not pack.config.retrieval or checks is not pack.config.grounding:
+            update = {"retrieval": retrieval, "grounding": checks}
+            pack = replace(pack, config=pack.config.model_copy(update=update))
         self.pack = pack
         self.index = index
         self.embedder = embedder

@@ -1,8 +1,9 @@
 """Grounded generation: the per-sentence checker and its wiring into persona turn plans.
 
-Fast: the model-free `HashingEmbedder` (word overlap) stands in for MiniLM, so the sentences
-here are verbatim statements (similarity ~1) or unrelated ones (~0). The measured numbers with
-the real LLM and MiniLM come from `python -m loadtests.eval_grounding` (not a unit test).
+Fast: the model-free `HashingEmbedder` (word overlap) stands in for mpnet or MiniLM, so the
+sentences here are verbatim statements (similarity ~1) or unrelated ones (~0). The measured
+numbers with the real LLM and embedders come from `python -m loadtests.eval_grounding`, the
+thresholds from `python -m loadtests.calibrate_grounding` (neither is a unit test).
 """
 
 from __future__ import annotations
@@ -198,3 +199,36 @@ def test_a_turn_speaks_the_replacement_and_reports_the_counts(tmp_path: Path) ->
     counts = result.metadata["grounding"]
     assert counts["checked"] == 2 and counts["kept"] == 0
     assert counts["replaced"] + counts["dropped"] == 2
+
+
+def test_the_threshold_can_differ_per_embedder(tmp_path: Path) -> None:
+    settings = GroundingSettings(per_embedder={"minilm": {"min_similarity": 0.65}})
+    assert settings.for_embedder("minilm").min_similarity == 0.65
+    assert settings.for_embedder("mpnet") is settings
+    with pytest.raises(ValueError, match="per_embedder"):
+        GroundingSettings(per_embedder={"bert": {"min_similarity": 0.5}})
+    grounding = {"min_similarity": 0.9, "per_embedder": {"hashing": {"min_similarity": 0.3}}}
+    runtime = demo_runtime(tmp_path, "generate", grounding)
+    turn_plan = as_turn_plan(runtime.plan_turn(QUESTION, ()), runtime)
+    assert turn_plan.metadata["grounding"]["min_similarity"] == 0.3
+
+
+def test_calibration_sweeps_thresholds_over_the_labelled_sentences() -> None:
+    from loadtests.calibrate_grounding import LABELS, checker_scores, sweep
+
+    # Supported, supported, unsupported, unsupported (the last one fails the number check).
+    labels = [True, True, False, False]
+    scores = [(True, 0.9), (True, 0.62), (True, 0.7), (False, 0.95)]
+    rows = {r["min_similarity"]: r for r in sweep(labels, scores)["sweep"]}
+    assert (rows[0.6]["kept"], rows[0.6]["precision"], rows[0.6]["recall"]) == (3, 0.667, 1.0)
+    assert (rows[0.65]["kept"], rows[0.65]["precision"], rows[0.65]["recall"]) == (2, 0.5, 0.5)
+    assert (rows[0.75]["kept"], rows[0.75]["precision"], rows[0.75]["recall"]) == (1, 1.0, 0.5)
+    # F0.5 favours precision: 0.75-0.90 tie at 0.833, and the highest of them wins.
+    assert sweep(labels, scores)["best"]["min_similarity"] == 0.9
+
+    # The shipped labels cite statements of the demo pack, and every one gets a verdict.
+    data = yaml.safe_load(LABELS.read_text(encoding="utf-8"))
+    pack = load_pack(PACKS_DIR / data["persona"])
+    items = data["sentences"]
+    assert len(checker_scores(pack, HashingEmbedder(), items)) == len(items)
+    assert any(item["supported"] for item in items) and not all(i["supported"] for i in items)
