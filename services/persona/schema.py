@@ -15,7 +15,7 @@ models' docstrings are one line saying what a section is for; notes for maintain
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -30,6 +30,9 @@ class _Strict(BaseModel):
     """Base of every section: unknown keys are errors, and a loaded config is immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_S = TypeVar("_S", bound=_Strict)
 
 
 class VoiceSettings(_Strict):
@@ -133,6 +136,13 @@ class Replies(_Strict):
         if not _AI_WORD.search(value):
             raise ValueError("must say plainly that this is an AI (contain the word 'AI')")
         return value
+
+
+def _calibrated(settings: _S, calibration: BaseModel | None) -> _S:
+    """`settings` with one embedder's calibrated values (those set) in place of its own."""
+    if calibration is None:
+        return settings
+    return settings.model_copy(update=calibration.model_dump(exclude_none=True))
 
 
 class ScoreCalibration(_Strict):
@@ -262,10 +272,7 @@ class RetrievalSettings(_Strict):
 
     def for_embedder(self, key: str) -> RetrievalSettings:
         """These settings with `per_embedder[key]`'s values in place of the pack's own."""
-        calibration = self.per_embedder.get(key)  # type: ignore[call-overload]
-        if calibration is None:
-            return self
-        return self.model_copy(update=calibration.model_dump(exclude_none=True))
+        return _calibrated(self, self.per_embedder.get(key))  # type: ignore[call-overload]
 
     @field_validator("generic_terms")
     @classmethod
@@ -331,10 +338,7 @@ class GroundingSettings(_Strict):
 
     def for_embedder(self, key: str) -> GroundingSettings:
         """These settings with `per_embedder[key]`'s threshold in place of the pack's own."""
-        calibration = self.per_embedder.get(key)  # type: ignore[call-overload]
-        if calibration is None:
-            return self
-        return self.model_copy(update={"min_similarity": calibration.min_similarity})
+        return _calibrated(self, self.per_embedder.get(key))  # type: ignore[call-overload]
 
 
 class PersonaConfig(_Strict):
