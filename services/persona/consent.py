@@ -12,7 +12,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from services.persona.schema_base import Strict
 
 ConsentScope = Literal[
     "statements",  # the corpus may be used to answer as the person
@@ -28,15 +30,12 @@ def _today() -> date:
     return datetime.now(UTC).date()
 
 
-class Consent(BaseModel):
+class Consent(Strict):
     """Who agreed to this twin existing, when, and to what."""
 
     # One-line docstring: pydantic publishes it as this section's JSON schema description; the
     # fields document themselves with `description=`. `to_dict()` is what clients receive in
     # every plan's disclosure metadata.
-    # Same strictness as every other section (`schema._Strict`), declared here rather than
-    # inherited so that this module does not import the schema that embeds it.
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     granted_by: str = Field(
         min_length=1, max_length=200, description="The person (or estate) who gave consent."
