@@ -324,19 +324,27 @@ class Guard:
             ):
                 best = (score, topic)
         if best is None:
-            return self._topic_vote(query)
+            return self._topic_vote(query, best_corpus_score)
         score, topic = best
         reason = f"topic:{topic.name}:similar:{score:.2f}"
         return Verdict("refusal", topic.reply, reason), score
 
-    def _topic_vote(self, query: np.ndarray) -> tuple[Verdict, float] | None:
-        """The avoided topic that the turn's nearest neighbours vote for, if they do enough."""
+    def _topic_vote(
+        self, query: np.ndarray, best_corpus_score: float
+    ) -> tuple[Verdict, float] | None:
+        """The avoided topic that the turn's nearest neighbours vote for, if they do enough and
+        its nearest example is ahead of the corpus by `MEANING_MARGIN`, as an example must be
+        below `topic_similarity`: with mpnet the vote alone refused "How much money did you
+        raise in 2019?" (personal_money, 0.11 ahead of the seed-round statement) while every
+        avoided-topic question it caught in the tuning sets was at least 0.16 ahead."""
         if self._topic_neighbours is None:
             return None
         by_topic, share, top = votes.neighbour_vote(
             self._topic_neighbours, self._topic_of, query, TOPIC_NEIGHBOURS
         )
         if share < TOPIC_SHARE or top < self.votes.topic_floor:
+            return None
+        if top < best_corpus_score + MEANING_MARGIN:
             return None
         topic = self._topics[int(max(by_topic, key=by_topic.__getitem__))]
         reason = f"topic:{topic.name}:vote:{share:.2f}:similar:{top:.2f}"

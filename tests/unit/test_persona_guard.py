@@ -180,13 +180,16 @@ def test_an_avoided_topic_is_also_refused_by_its_neighbours_vote() -> None:
     def query(*sims: float) -> np.ndarray:
         return np.array(sims, dtype=np.float32)
 
-    verdict, score = guard._topic_vote(query(0.65, 0.6, 0, 0))
+    verdict, score = guard._topic_vote(query(0.65, 0.6, 0, 0), 0.0)
     assert verdict.reason.startswith(f"topic:{topic.name}:vote:") and verdict.reply == topic.reply
     assert score == pytest.approx(0.65)
     # A benign question or a statement as near: the vote falls short; so does a faint match.
-    assert guard._topic_vote(query(0.65, 0, 0.62, 0)) is None
-    assert guard._topic_vote(query(0.65, 0, 0, 0.64)) is None
-    assert guard._topic_vote(query(0.45, 0.45, 0, 0)) is None  # below TOPIC_FLOOR
+    assert guard._topic_vote(query(0.65, 0, 0.62, 0), 0.0) is None
+    assert guard._topic_vote(query(0.65, 0, 0, 0.64), 0.64) is None
+    assert guard._topic_vote(query(0.45, 0.45, 0, 0), 0.0) is None  # below TOPIC_FLOOR
+    # A won vote whose nearest example is not `MEANING_MARGIN` ahead of the best statement.
+    assert guard._topic_vote(query(0.65, 0.6, 0, 0), 0.55) is None
+    assert guard._topic_vote(query(0.65, 0.6, 0, 0), 0.45) is not None
 
 
 def test_curated_topics_and_look_alikes_are_shipped() -> None:

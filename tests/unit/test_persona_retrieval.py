@@ -136,10 +136,6 @@ def test_meaning_based_guardrails(runtime: PersonaRuntime) -> None:
     plan = runtime.plan_turn("Do you have any children?", ())
     assert plan.kind == "refusal" and plan.reason.startswith("topic:private_life")
     # A real question about the company that shares words with a topic is still answered.
+    # (With mpnet the personal_money vote refused it until a vote had to be ahead of the corpus.)
     plan = runtime.plan_turn("How much money did you raise in 2019?", ())
-    known_miss(
-        runtime,
-        {"mpnet": "false refusal: the personal_money topic vote (0.85 of the weight)"},
-        plan.kind == "answer",
-        plan.reason,
-    )
+    assert plan.kind == "answer", plan.reason
