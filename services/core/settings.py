@@ -15,6 +15,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+# The persona embedders by key (`services.persona.embedder.EMBEDDERS`); a persona pack's
+# `per_embedder` thresholds are keyed the same way.
+EmbedderKey = Literal["mpnet", "minilm", "hashing"]
+
 DEFAULT_SYSTEM_PROMPT = (
     "You are a friendly AI avatar. Answer in one to three short, plain sentences."
 )
@@ -144,7 +148,7 @@ class PersonaSettings(_Strict):
         max_length=1000,
         description="Retrieval indexes (None = $AVATAR_PERSONA_INDEX_DIR or a user cache)",
     )
-    embedder: Literal["mpnet", "minilm", "hashing"] = Field(
+    embedder: EmbedderKey = Field(
         "mpnet",
         description="Sentence embedder: mpnet (all-mpnet-base-v2, better ranking and refusals, "
         "~50 ms a turn on one core), minilm (all-MiniLM-L6-v2, ~10 ms, less memory) or hashing "

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from services.core.settings import EmbedderKey
 from services.persona.schema_base import Strict, calibrated
 
 
@@ -128,7 +129,7 @@ class RetrievalSettings(Strict):
         ),
     )
 
-    per_embedder: dict[Literal["mpnet", "minilm", "hashing"], ScoreCalibration] = Field(
+    per_embedder: dict[EmbedderKey, ScoreCalibration] = Field(
         default_factory=dict,
         description=(
             "Thresholds for other embedders (key as in the deployment's `persona.embedder`), "
@@ -194,7 +195,7 @@ class GroundingSettings(Strict):
         default=True,
         description="Every capitalised name in a sentence must appear in a cited statement.",
     )
-    per_embedder: dict[Literal["mpnet", "minilm", "hashing"], GroundingCalibration] = Field(
+    per_embedder: dict[EmbedderKey, GroundingCalibration] = Field(
         default_factory=dict,
         description=(
             "`min_similarity` for other embedders (key as in the deployment's "

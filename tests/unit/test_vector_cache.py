@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
 import yaml
 from pydantic import ValidationError
 
+from services.core.settings import EmbedderKey
 from services.persona import vector_cache
-from services.persona.embedder import HashingEmbedder
+from services.persona.embedder import EMBEDDERS, HashingEmbedder
 from services.persona.library import PACKS_DIR
 from services.persona.pack import load_pack
 from services.persona.runtime import PersonaRuntime
@@ -78,6 +80,7 @@ def test_per_embedder_thresholds_replace_the_packs_own(tmp_path: Path) -> None:
     assert settings.for_embedder("mpnet") is settings
     with pytest.raises(ValidationError, match="per_embedder"):
         RetrievalSettings(per_embedder={"bert": {"min_score": 0.5}})
+    assert set(get_args(EmbedderKey)) == set(EMBEDDERS)  # every embedder can be calibrated
     with pytest.raises(ValidationError, match="min_score"):
         RetrievalSettings(per_embedder={"minilm": {"min_score": 3.0}})
 
