@@ -33,19 +33,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from loadtests.persona_files import PROBES, QUESTIONS, add_pack_arguments, open_registry, read
 from services.persona import guardrails
-from services.persona.embedder import DEFAULT_EMBEDDER, EMBEDDERS, create_embedder
-from services.persona.library import PACKS_DIR, PersonaRegistry
+from services.persona.library import PersonaRegistry
 
-QUESTIONS = Path(__file__).with_name("persona_questions.yaml")
-PROBES = Path(__file__).with_name("persona_probes.yaml")
 SECTIONS = ("factual", "disclosure", "avoid", "unsafe", "out_of_corpus", "benign")
 
 
@@ -209,11 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         const=PROBES,
         help="also evaluate a guardrail probe file (default: persona_probes.yaml) -> probe_set",
     )
-    parser.add_argument("--packs-dir", type=Path, default=PACKS_DIR, help="persona packs folder")
-    parser.add_argument("--index-dir", type=Path, help="index folder (default: a temp folder)")
-    parser.add_argument(
-        "--embedder", default=DEFAULT_EMBEDDER, choices=sorted(EMBEDDERS), help="embedding model"
-    )
+    add_pack_arguments(parser)
     parser.add_argument(
         "--split", default="test", choices=("test", "dev"), help="held-out set or the dev set"
     )
@@ -222,21 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
 
-    def load(path: Path) -> dict:
-        questions = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if args.split == "dev":
-            questions = {"persona": questions["persona"], **questions["dev"]}
-        return questions
-
-    questions = load(args.questions)
-    with tempfile.TemporaryDirectory(prefix="persona-eval-") as tmp:
-        registry = PersonaRegistry(
-            args.packs_dir, args.index_dir or tmp, embedder=create_embedder(args.embedder)
-        )
+    questions = read(parser, "--questions", args.questions, args.packs_dir, args.split)
+    probes = (
+        read(parser, "--probes", args.probes, args.packs_dir, args.split) if args.probes else None
+    )
+    with open_registry(args) as registry:
         report = evaluate(questions, registry, repeat=args.repeat, show_misses=not args.no_misses)
-        if args.probes:
+        if probes is not None:
             report["probe_set"] = evaluate(
-                load(args.probes), registry, repeat=args.repeat, show_misses=not args.no_misses
+                probes, registry, repeat=args.repeat, show_misses=not args.no_misses
             )
     text = json.dumps(report, indent=2)
     print(text)
