@@ -6,8 +6,9 @@ picks the threshold with the best no-answer balance, min(precision, recall), the
 on a tie. It then reports what that threshold, and the pack's configured one, give on the
 held-out split, and how far any threshold could go there (`ceiling`):
 
-- `top_1_if_all_answered`: the share of answerable questions whose expected statement ranks
-  first, whatever the threshold: the top-1 a perfect "is there an answer?" decision would reach;
+- `top_1_if_all_answered`: top-1 with `min_score` 0, where no question is declined for its
+  score: the most a perfect "is there an answer?" decision could reach, as the statement a turn
+  leads with does not depend on the threshold;
 - `best_threshold_on_held_out`: the threshold chosen on the held-out split itself, a bound for
   reference (choosing a setting on it would make it tuning data);
 - `score_auc`: how well the best hybrid score separates answerable from out-of-corpus questions
@@ -24,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from loadtests.guard_signals import auc
 from loadtests.persona_files import QUESTIONS, add_pack_arguments, open_registry, read
 from services.persona.index import pack_rewriter
 from services.persona.library import PersonaRegistry
@@ -120,23 +123,23 @@ def best(rows: list[dict]) -> dict:
     return max(rows, key=_balance)
 
 
-def ceiling(asked: list[Asked]) -> dict:
+def ceiling(runtime: PersonaRuntime, asked: list[Asked]) -> dict:
     """What no threshold can beat on these questions (see module doc)."""
-    ranked = [a for a in asked if a.fixed is None]
-    factual = [a for a in asked if a.expect is not None]
-    first_right = sum(a.found.hits[0].id == a.expect for a in ranked if a.expect and a.found.hits)
-    answerable = [a.found.hits[0].score for a in ranked if a.expect and a.found.hits]
-    unanswerable = [a.found.hits[0].score for a in ranked if not a.expect and a.found.hits]
-    pairs = len(answerable) * len(unanswerable)
-    wins = sum((p > n) + 0.5 * (p == n) for p in answerable for n in unanswerable)
+    # With min_score 0 nothing is declined for its score, and the statement a turn leads with
+    # does not depend on the threshold (a lower one only adds lower-ranked candidates).
+    unthresholded = score(asked, retriever_at(runtime, 0.0))
+    ranked = [a for a in asked if a.fixed is None and a.found.hits]
+    answerable = [a.found.hits[0].score for a in ranked if a.expect]
+    unanswerable = [a.found.hits[0].score for a in ranked if not a.expect]
     return {
-        "top_1_if_all_answered": round(first_right / len(factual), 4) if factual else 0.0,
-        "score_auc": round(wins / pairs, 4) if pairs else None,
+        "top_1_if_all_answered": unthresholded["top_1"],
+        "score_auc": auc(answerable, unanswerable),
     }
 
 
 def calibrate(questions: dict, registry: PersonaRegistry) -> dict:
     """The sweep on the dev split, applied to the held-out split (see module doc)."""
+    print(f"loading {questions['persona']}, planning its questions ...", file=sys.stderr)
     runtime = registry.get(questions["persona"])
     dev = ask(runtime, questions.get("dev") or {})
     held_out = ask(runtime, questions)
@@ -157,7 +160,7 @@ def calibrate(questions: dict, registry: PersonaRegistry) -> dict:
             "held_out": score(held_out, retriever_at(runtime, configured)),
         },
         "ceiling": {
-            **ceiling(held_out),
+            **ceiling(runtime, held_out),
             "best_threshold_on_held_out": best(held_rows),
         },
     }
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=Path, default=QUESTIONS, help="question set YAML")
     add_pack_arguments(parser)
     args = parser.parse_args(argv)
-    questions = read(parser, "--questions", args.questions, args.packs_dir, split="both")
+    questions = read(parser, "--questions", args.questions, args.packs_dir)
     with open_registry(args) as registry:
         report = calibrate(questions, registry)
     print(json.dumps(report, indent=2))

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,16 +41,22 @@ def signals(runtime: PersonaRuntime, text: str) -> tuple[float, float, float]:
     return nearest, nearest - benign, nearest - found.best
 
 
+def auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
+    """The chance that a positive scores above a negative (ties count half); None if a side
+    is empty."""
+    if not len(positive) or not len(negative):
+        return None
+    pos, neg = np.asarray(positive)[:, None], np.asarray(negative)[None, :]
+    return round(float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / pos.size / neg.size), 4)
+
+
 def bound(unsafe: np.ndarray, benign: np.ndarray, allowed: float) -> dict:
     """Best recall of `unsafe` above one threshold that `benign` passes at most `allowed`."""
     above = int(allowed * len(benign))  # benign prompts the threshold may let through
     ranked = np.sort(benign)[::-1]
     threshold = float(ranked[above]) if above < len(ranked) else float("-inf")
-    wins = (unsafe[:, None] > benign[None, :]).sum() + 0.5 * (
-        unsafe[:, None] == benign[None, :]
-    ).sum()
     return {
-        "auc": round(float(wins / (len(unsafe) * len(benign))), 4),
+        "auc": auc(unsafe, benign),
         "recall": round(float((unsafe > threshold).mean()), 4),
         "threshold": round(threshold, 4),
     }
@@ -56,6 +64,7 @@ def bound(unsafe: np.ndarray, benign: np.ndarray, allowed: float) -> dict:
 
 def measure(probes: dict, registry: PersonaRegistry, allowed: float) -> dict:
     """The guard's own figures and each signal's bound on one probe file."""
+    print(f"loading {probes['persona']} ...", file=sys.stderr)
     runtime = registry.get(probes["persona"])
     unsafe_items = probes.get("unsafe") or {}
     if isinstance(unsafe_items, dict):
@@ -65,6 +74,7 @@ def measure(probes: dict, registry: PersonaRegistry, allowed: float) -> dict:
     benign_texts = list(probes.get("benign") or ())
     if not unsafe_texts or not benign_texts:
         raise SystemExit("the probe file needs both `unsafe` and `benign` prompts")
+    print(f"scoring {len(unsafe_texts) + len(benign_texts)} prompts ...", file=sys.stderr)
     unsafe = np.array([signals(runtime, q) for q in unsafe_texts])
     benign = np.array([signals(runtime, q) for q in benign_texts])
     refused = sum(runtime.plan_turn(q, ()).kind == "refusal" for q in unsafe_texts)

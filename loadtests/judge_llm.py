@@ -26,13 +26,14 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from loadtests.calibrate_retrieval import ask
-from loadtests.guard_signals import bound
+from loadtests.guard_signals import auc, bound
 from loadtests.persona_files import PROBES, QUESTIONS, add_pack_arguments, open_registry, read
 from services.persona.library import PersonaRegistry
 from services.stages.llm.llama_cpp import default_model_path
@@ -56,13 +57,13 @@ class Judge:
         llama_cpp = import_sdk(
             "llama_cpp", "the judge needs llama-cpp-python: pip install 'avatar-serve[local]'"
         )
-        print(f"loading {path.name} ...", flush=True)
+        print(f"loading {path.name} ...", file=sys.stderr, flush=True)
         self.llm = llama_cpp.Llama(
             model_path=str(path),
             n_ctx=1024,
             n_threads=threads,
             n_gpu_layers=gpu_layers,
-            logits_all=True,  # llama.cpp returns log-probabilities only with every position's
+            logits_all=True,  # llama-cpp-python gives log-probabilities only with all logits kept
             verbose=False,
         )
         self.seconds: list[float] = []
@@ -77,6 +78,8 @@ class Judge:
             top_logprobs=20,
         )
         self.seconds.append(time.perf_counter() - started)
+        if len(self.seconds) % 25 == 0:
+            print(f"  {len(self.seconds)} judgements", file=sys.stderr, flush=True)
         first = out["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
         best = {"yes": -math.inf, "no": -math.inf}
         for entry in first:
@@ -85,13 +88,6 @@ class Judge:
                 best[word] = max(best[word], entry["logprob"])
         yes, no = math.exp(best["yes"]), math.exp(best["no"])
         return yes / (yes + no) if yes + no > 0 else 0.5
-
-
-def _auc(positive: list[float], negative: list[float]) -> float | None:
-    if not positive or not negative:
-        return None
-    pos, neg = np.array(positive)[:, None], np.array(negative)[None, :]
-    return round(float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / pos.size / neg.size), 4)
 
 
 def answerability(judge: Judge, registry: PersonaRegistry, questions: dict, limit: int) -> dict:
@@ -111,9 +107,9 @@ def answerability(judge: Judge, registry: PersonaRegistry, questions: dict, limi
     pos, neg = rows["answerable"], rows["out_of_corpus"]
     return {
         "questions": {"answerable": len(pos), "out_of_corpus": len(neg)},
-        "auc_score": _auc([s for s, _ in pos], [s for s, _ in neg]),
-        "auc_judge": _auc([j for _, j in pos], [j for _, j in neg]),
-        "auc_sum": _auc([s + j for s, j in pos], [s + j for s, j in neg]),
+        "auc_score": auc([s for s, _ in pos], [s for s, _ in neg]),
+        "auc_judge": auc([j for _, j in pos], [j for _, j in neg]),
+        "auc_sum": auc([s + j for s, j in pos], [s + j for s, j in neg]),
     }
 
 
@@ -152,12 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     if not path.is_file():
         parser.error(f"--gguf: no such file: {path}")
     judge = Judge(path, args.threads, args.n_gpu_layers)
-    questions = read(parser, "--questions", args.questions, args.packs_dir, split="both")
+    questions = read(parser, "--questions", args.questions, args.packs_dir)
     probes = read(parser, "--probes", args.probes, args.packs_dir)
     with open_registry(args) as registry:
-        print("judging answers ...", flush=True)
+        print("judging answers ...", file=sys.stderr, flush=True)
         answers = answerability(judge, registry, questions, args.limit)
-    print("judging safety ...", flush=True)
+    print("judging safety ...", file=sys.stderr, flush=True)
     report = {
         "model": path.name,
         "answerability": answers,

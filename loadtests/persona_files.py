@@ -27,8 +27,9 @@ PROBES = Path(__file__).with_name("persona_probes.yaml")
 def read(
     parser: argparse.ArgumentParser, flag: str, path: Path, packs_dir: Path, split: str = "test"
 ) -> dict:
-    """The file's `split` ("test": the held-out top level, "dev": its dev split, "both": the
-    whole file), or a usage error naming `flag` and what is wrong (no pack in `packs_dir`)."""
+    """The file as written for `split` "test" (its top level is the held-out split; `dev` stays
+    under its key), or only its dev split for "dev"; a usage error naming `flag` and what is
+    wrong when it cannot be used (no pack in `packs_dir` included)."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
