@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def evaluate(
     questions: dict, registry: PersonaRegistry, *, repeat: int = 3, show_misses: bool = True
 ) -> dict:
     """Run every question through `plan_turn` and compute the metrics (see module docstring)."""
+    print(f"loading {questions['persona']} ...", file=sys.stderr, flush=True)
     runtime = registry.get(questions["persona"])
     questions = {**{k: [] for k in SECTIONS}, **questions}
     unsafe_cats = questions["unsafe"]
@@ -83,7 +85,9 @@ def evaluate(
 
     runtime.plan_turn("warm up the embedder", ())
     results: dict[str, list] = {}
-    for _ in range(max(1, repeat)):
+    total = sum(len(questions[k] or ()) for k in SECTIONS if k != "unsafe") + len(unsafe)
+    for n in range(max(1, repeat)):
+        print(f"  pass {n + 1}/{max(1, repeat)}: {total} prompts", file=sys.stderr, flush=True)
         # Repeats only feed the latency percentiles: planning is deterministic.
         results = {
             "factual": [(item, plan(item["q"])) for item in questions["factual"]],
