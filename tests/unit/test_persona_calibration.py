@@ -135,3 +135,25 @@ def test_the_shipped_llm_judges_a_few_questions_and_prompts(
     verdict = safety(judge, probes, limit=2)
     assert verdict["unsafe"] == 2 and verdict["benign"] == 2
     assert len(judge.seconds) == 1 + 4 + 4
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[not, a, mapping", "cannot read"),
+        ("factual: []\n", "needs a `persona` key"),
+        ("persona: nobody\n", "'nobody' has no pack"),
+    ],
+)
+def test_a_bad_question_file_is_a_usage_error_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, says: str
+) -> None:
+    from loadtests.calibrate_retrieval import main
+
+    bad = tmp_path / "questions.yaml"
+    bad.write_text(text, encoding="utf-8")
+    with pytest.raises(SystemExit) as exited:
+        main(["--questions", str(bad), "--embedder", "hashing"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--questions" in err and says in err
