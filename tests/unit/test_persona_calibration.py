@@ -157,3 +157,49 @@ def test_a_bad_question_file_is_a_usage_error_naming_the_flag(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert "--questions" in err and says in err
+
+
+# -- loadtests.tune_embedder: fine-tuning the embedder on a file's dev questions ----------------
+
+
+@pytest.mark.slow
+def test_tuning_lowers_the_loss_and_the_tuned_model_serves_a_pack(
+    tmp_path: Path, questions: dict
+) -> None:
+    pytest.importorskip("sentence_transformers", reason="the persona extra is not installed")
+    from loadtests.tune_embedder import measure, out_of_fold, pairs_of, train, tuned
+    from services.persona.embedder import MiniLMEmbedder
+
+    base = MiniLMEmbedder()
+    try:
+        base.model_dir()
+    except ImportError as exc:
+        pytest.skip(str(exc))
+    pairs = pairs_of(questions, PACKS_DIR)
+    assert pairs and all(q and s for q, s in pairs)
+    losses = train(base, pairs[:16], tmp_path / "model", epochs=3, lr=1e-4, batch=8)
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    small = {
+        "persona": questions["persona"],
+        "factual": questions["factual"][:4],
+        "out_of_corpus": questions["out_of_corpus"][:2],
+        "dev": {
+            "factual": questions["dev"]["factual"][:4],
+            "out_of_corpus": questions["dev"]["out_of_corpus"][:2],
+        },
+    }
+    report = measure(
+        small, None, tuned("minilm", tmp_path / "model"), PACKS_DIR, tmp_path / "i", threshold=0.5
+    )
+    assert set(report) == {
+        "chosen_on_dev",
+        "chosen_on_held_out",
+        "configured",
+        "ceiling",
+        "at_out_of_fold_threshold",
+    }
+    assert report["at_out_of_fold_threshold"]["min_score"] == 0.5
+    # Cross-fitting: each dev question is planned by a model that did not train on it.
+    chosen = out_of_fold("minilm", small, PACKS_DIR, tmp_path / "folds", folds=2, epochs=1)
+    assert 0.2 <= chosen["min_score"] <= 0.8
+    assert (tmp_path / "folds" / "fold0").is_dir() and (tmp_path / "folds" / "fold1").is_dir()
