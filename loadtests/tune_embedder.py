@@ -59,7 +59,11 @@ def train(
     batch: int = 16,
     seed: int = 0,
 ) -> list[float]:
-    """Fine-tune `base`'s model on `pairs` and save it to `out`; the loss of each epoch."""
+    """Fine-tune `base`'s model on `pairs` and save it to `out`; the loss of each epoch.
+
+    A plain torch loop rather than sentence-transformers' trainer: that needs `datasets` (in
+    no extra), and its ranking loss would take a second question about the same statement, in
+    the same batch, for a negative."""
     import torch
     from sentence_transformers import SentenceTransformer
 
