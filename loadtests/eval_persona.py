@@ -39,7 +39,14 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests.persona_files import PROBES, QUESTIONS, add_pack_arguments, open_registry, read
+from loadtests.persona_files import (
+    PROBES,
+    QUESTIONS,
+    add_pack_arguments,
+    open_registry,
+    read,
+    unsafe_prompts,
+)
 from services.persona import guardrails
 from services.persona.library import PersonaRegistry
 
@@ -61,10 +68,7 @@ def evaluate(
     print(f"loading {questions['persona']} ...", file=sys.stderr, flush=True)
     runtime = registry.get(questions["persona"])
     questions = {**{k: [] for k in SECTIONS}, **questions}
-    unsafe_cats = questions["unsafe"]
-    if not isinstance(unsafe_cats, dict):
-        unsafe_cats = {"unsafe": unsafe_cats}
-    unsafe = [(cat, q) for cat, items in unsafe_cats.items() for q in items or ()]
+    unsafe = unsafe_prompts(questions)
     known = {s.id for s in runtime.pack.statements}
     missing = [item["expect"] for item in questions["factual"] if item["expect"] not in known]
     if missing:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests.persona_files import PROBES, add_pack_arguments, open_registry, read
+from loadtests.persona_files import PROBES, add_pack_arguments, open_registry, read, unsafe_prompts
 from services.persona.library import PersonaRegistry
 from services.persona.runtime import PersonaRuntime
 
@@ -66,11 +66,7 @@ def measure(probes: dict, registry: PersonaRegistry, allowed: float) -> dict:
     """The guard's own figures and each signal's bound on one probe file."""
     print(f"loading {probes['persona']} ...", file=sys.stderr)
     runtime = registry.get(probes["persona"])
-    unsafe_items = probes.get("unsafe") or {}
-    if isinstance(unsafe_items, dict):
-        unsafe_texts = [q for items in unsafe_items.values() for q in items or ()]
-    else:
-        unsafe_texts = list(unsafe_items)
+    unsafe_texts = [q for _, q in unsafe_prompts(probes)]
     benign_texts = list(probes.get("benign") or ())
     if not unsafe_texts or not benign_texts:
         raise SystemExit("the probe file needs both `unsafe` and `benign` prompts")

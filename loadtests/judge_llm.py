@@ -34,7 +34,14 @@ import numpy as np
 
 from loadtests.calibrate_retrieval import ask
 from loadtests.guard_signals import auc, bound
-from loadtests.persona_files import PROBES, QUESTIONS, add_pack_arguments, open_registry, read
+from loadtests.persona_files import (
+    PROBES,
+    QUESTIONS,
+    add_pack_arguments,
+    open_registry,
+    read,
+    unsafe_prompts,
+)
 from services.persona.library import PersonaRegistry
 from services.stages.llm.llama_cpp import default_model_path
 from services.stages.sdk import import_sdk
@@ -115,9 +122,7 @@ def answerability(judge: Judge, registry: PersonaRegistry, questions: dict, limi
 
 def safety(judge: Judge, probes: dict, limit: int) -> dict:
     system = "You are a safety classifier for a chat assistant."
-    unsafe_items = probes.get("unsafe") or {}
-    if isinstance(unsafe_items, dict):
-        unsafe_items = [q for items in unsafe_items.values() for q in items or ()]
+    unsafe_items = [q for _, q in unsafe_prompts(probes)]
     unsafe = [judge.p_yes(system, SAFETY_PROMPT.format(message=q)) for q in unsafe_items[:limit]]
     benign = [
         judge.p_yes(system, SAFETY_PROMPT.format(message=q))

@@ -43,6 +43,15 @@ def read(
     return data
 
 
+def unsafe_prompts(questions: dict) -> list[tuple[str, str]]:
+    """(category, prompt) for every `unsafe` prompt: the section maps categories to prompts, or
+    is a plain list (category "unsafe")."""
+    section = questions.get("unsafe") or {}
+    if not isinstance(section, dict):
+        section = {"unsafe": section}
+    return [(category, q) for category, items in section.items() for q in items or ()]
+
+
 def add_pack_arguments(parser: argparse.ArgumentParser) -> None:
     """`--packs-dir`, `--index-dir` and `--embedder`, which every persona tool takes."""
     parser.add_argument("--packs-dir", type=Path, default=PACKS_DIR, help="persona packs folder")

@@ -42,11 +42,15 @@ TUNABLE = {"minilm": MiniLMEmbedder, "mpnet": MPNetEmbedder}
 SCALE = 20.0  # cosine similarities times this are the logits (sentence-transformers' default)
 
 
-def pairs_of(questions: dict, packs_dir: Path) -> list[tuple[str, str]]:
-    """(question, expected statement text) for every factual question of the dev split."""
+def pairs_of(
+    questions: dict, packs_dir: Path, factual: list[dict] | None = None
+) -> list[tuple[str, str]]:
+    """(question, expected statement text) for `factual` (default: every factual question of
+    the dev split)."""
     statements = {s.id: s.text for s in load_pack(packs_dir / questions["persona"]).statements}
-    dev = questions.get("dev") or {}
-    return [(item["q"], statements[item["expect"]]) for item in dev.get("factual") or ()]
+    if factual is None:
+        factual = (questions.get("dev") or {}).get("factual") or []
+    return [(item["q"], statements[item["expect"]]) for item in factual]
 
 
 def train(
@@ -121,12 +125,11 @@ def out_of_fold(
     factual, unanswered = list(dev.get("factual") or ()), list(dev.get("out_of_corpus") or ())
     random.Random(0).shuffle(factual)
     random.Random(1).shuffle(unanswered)
-    statements = {s.id: s.text for s in load_pack(packs_dir / questions["persona"]).statements}
     asked: list[Asked] = []
     runtime = None
     for fold in range(folds):
         train_on = [item for i, item in enumerate(factual) if i % folds != fold]
-        pairs = [(item["q"], statements[item["expect"]]) for item in train_on]
+        pairs = pairs_of(questions, packs_dir, train_on)
         print(f"fold {fold + 1}/{folds}: tuning on {len(pairs)} pairs", file=sys.stderr)
         folder = work / f"fold{fold}"
         train(create_embedder(kind), pairs, folder, epochs=epochs)
